@@ -1,0 +1,483 @@
+"""Typed, frozen resources: what config/ hands to translate/.
+
+Each class mirrors a Gateway API (or Envoy Gateway) type. The parser (``parse.py``) builds them
+from YAML generically, driven by these declarations:
+
+- the YAML name of a field is its camelCase spelling (``ca_certificate_refs`` ->
+  ``caCertificateRefs``), or ``metadata={"yaml": ...}`` where Python needs another name;
+- a field without a default is required;
+- ``str`` values are single-line: CR, LF, NUL and other control characters (except TAB) are a
+  config error, since such values can reach the wire. ``Text`` allows line breaks (PEM data);
+  ``Duration`` is a GEP-2257 duration string (``1h30m``, ``500ms``);
+- ``Literal[...]`` is an enum; ``tuple[X, ...]`` a list; ``dict[str, V]`` a map.
+
+Semantic checks (references, cross-field rules) belong to translate/, not here.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, NewType, Union
+
+Text = NewType("Text", str)
+Duration = NewType("Duration", str)
+
+GATEWAY_GROUP = "gateway.networking.k8s.io"
+ENVOY_GROUP = "gateway.envoyproxy.io"
+
+
+@dataclass(frozen=True, slots=True)
+class Location:
+    file: str
+    document: int  # 1-based index of the document in its file
+    line: int  # 1-based line of the document's first key
+
+    def __str__(self) -> str:
+        return f"{self.file}: document {self.document}, line {self.line}"
+
+
+@dataclass(frozen=True, slots=True)
+class Metadata:
+    name: str
+    namespace: str = "default"
+    labels: dict[str, str] = field(default_factory=dict)
+    annotations: dict[str, Text] = field(default_factory=dict)
+    creation_timestamp: str | None = None
+    uid: str | None = None
+    resource_version: str | None = None
+    generation: int | None = None
+
+
+# --------------------------------------------------------------------------- shared references
+
+
+@dataclass(frozen=True, slots=True)
+class ParentReference:
+    name: str
+    group: str = GATEWAY_GROUP
+    kind: str = "Gateway"
+    namespace: str | None = None
+    section_name: str | None = None
+    port: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BackendObjectReference:
+    name: str
+    group: str = ""
+    kind: str = "Service"
+    namespace: str | None = None
+    port: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SecretObjectReference:
+    name: str
+    group: str = ""
+    kind: str = "Secret"
+    namespace: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class LocalObjectReference:
+    group: str
+    kind: str
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class LocalPolicyTargetReferenceWithSectionName:
+    group: str
+    kind: str
+    name: str
+    section_name: str | None = None
+
+
+# --------------------------------------------------------------------------- Gateway
+
+
+@dataclass(frozen=True, slots=True)
+class LabelSelectorRequirement:
+    key: str
+    operator: Literal["In", "NotIn", "Exists", "DoesNotExist"]
+    values: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class LabelSelector:
+    match_labels: dict[str, str] = field(default_factory=dict)
+    match_expressions: tuple[LabelSelectorRequirement, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RouteNamespaces:
+    from_: Literal["All", "Same", "Selector"] = field(default="Same", metadata={"yaml": "from"})
+    selector: LabelSelector | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RouteGroupKind:
+    kind: str
+    group: str = GATEWAY_GROUP
+
+
+@dataclass(frozen=True, slots=True)
+class AllowedRoutes:
+    namespaces: RouteNamespaces = field(default_factory=RouteNamespaces)
+    kinds: tuple[RouteGroupKind, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayTLSConfig:
+    mode: Literal["Terminate", "Passthrough"] = "Terminate"
+    certificate_refs: tuple[SecretObjectReference, ...] = ()
+    options: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayListener:
+    name: str
+    port: int
+    protocol: str
+    hostname: str | None = None
+    tls: GatewayTLSConfig | None = None
+    allowed_routes: AllowedRoutes = field(default_factory=AllowedRoutes)
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayAddress:
+    value: str
+    type: str = "IPAddress"
+
+
+@dataclass(frozen=True, slots=True)
+class GatewaySpec:
+    gateway_class_name: str
+    listeners: tuple[GatewayListener, ...]
+    addresses: tuple[GatewayAddress, ...] = ()
+
+
+# --------------------------------------------------------------------------- HTTPRoute
+
+
+@dataclass(frozen=True, slots=True)
+class HTTPPathMatch:
+    type: Literal["Exact", "PathPrefix", "RegularExpression"] = "PathPrefix"
+    value: str = "/"
+
+
+@dataclass(frozen=True, slots=True)
+class HTTPHeaderMatch:
+    name: str
+    value: str
+    type: Literal["Exact", "RegularExpression"] = "Exact"
+
+
+@dataclass(frozen=True, slots=True)
+class HTTPQueryParamMatch:
+    name: str
+    value: str
+    type: Literal["Exact", "RegularExpression"] = "Exact"
+
+
+HTTPMethod = Literal["GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH"]
+
+
+@dataclass(frozen=True, slots=True)
+class HTTPRouteMatch:
+    path: HTTPPathMatch | None = None  # None: the default PathPrefix "/"
+    headers: tuple[HTTPHeaderMatch, ...] = ()
+    query_params: tuple[HTTPQueryParamMatch, ...] = ()
+    method: HTTPMethod | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HTTPHeader:
+    name: str
+    value: str
+
+
+@dataclass(frozen=True, slots=True)
+class HTTPHeaderFilter:
+    set: tuple[HTTPHeader, ...] = ()
+    add: tuple[HTTPHeader, ...] = ()
+    remove: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class HTTPPathModifier:
+    type: Literal["ReplaceFullPath", "ReplacePrefixMatch"]
+    replace_full_path: str | None = None
+    replace_prefix_match: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HTTPRequestRedirectFilter:
+    scheme: Literal["http", "https"] | None = None
+    hostname: str | None = None
+    path: HTTPPathModifier | None = None
+    port: int | None = None
+    status_code: Literal[301, 302, 303, 307, 308] = 302
+
+
+@dataclass(frozen=True, slots=True)
+class HTTPURLRewriteFilter:
+    hostname: str | None = None
+    path: HTTPPathModifier | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Fraction:
+    numerator: int
+    denominator: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class HTTPRequestMirrorFilter:
+    backend_ref: BackendObjectReference
+    percent: int | None = None
+    fraction: Fraction | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HTTPCORSFilter:
+    allow_origins: tuple[str, ...] = ()
+    allow_methods: tuple[str, ...] = ()
+    allow_headers: tuple[str, ...] = ()
+    expose_headers: tuple[str, ...] = ()
+    allow_credentials: bool | None = None
+    max_age: int = 5
+
+
+HTTPRouteFilterType = Literal[
+    "RequestHeaderModifier",
+    "ResponseHeaderModifier",
+    "RequestMirror",
+    "RequestRedirect",
+    "URLRewrite",
+    "ExtensionRef",
+    "CORS",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class HTTPRouteFilter:
+    type: HTTPRouteFilterType
+    request_header_modifier: HTTPHeaderFilter | None = None
+    response_header_modifier: HTTPHeaderFilter | None = None
+    request_mirror: HTTPRequestMirrorFilter | None = None
+    request_redirect: HTTPRequestRedirectFilter | None = None
+    url_rewrite: HTTPURLRewriteFilter | None = field(default=None, metadata={"yaml": "urlRewrite"})
+    extension_ref: LocalObjectReference | None = None
+    cors: HTTPCORSFilter | None = field(default=None, metadata={"yaml": "cors"})
+
+
+@dataclass(frozen=True, slots=True)
+class HTTPBackendRef:
+    name: str
+    group: str = ""
+    kind: str = "Service"
+    namespace: str | None = None
+    port: int | None = None
+    weight: int = 1
+    filters: tuple[HTTPRouteFilter, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class HTTPRouteTimeouts:
+    request: Duration | None = None
+    backend_request: Duration | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HTTPRouteRetry:
+    codes: tuple[int, ...] = ()
+    attempts: int | None = None
+    backoff: Duration | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HTTPRouteRule:
+    name: str | None = None
+    matches: tuple[HTTPRouteMatch, ...] = ()  # empty: one PathPrefix "/" match
+    filters: tuple[HTTPRouteFilter, ...] = ()
+    backend_refs: tuple[HTTPBackendRef, ...] = ()
+    timeouts: HTTPRouteTimeouts | None = None
+    retry: HTTPRouteRetry | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class HTTPRouteSpec:
+    parent_refs: tuple[ParentReference, ...] = ()
+    hostnames: tuple[str, ...] = ()
+    rules: tuple[HTTPRouteRule, ...] = ()  # empty: one rule with the default match
+
+
+# --------------------------------------------------------------------------- Envoy Gateway Backend
+
+
+@dataclass(frozen=True, slots=True)
+class FQDNEndpoint:
+    hostname: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class IPEndpoint:
+    address: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class UnixSocket:
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class BackendEndpoint:
+    fqdn: FQDNEndpoint | None = None
+    ip: IPEndpoint | None = None
+    unix: UnixSocket | None = None
+    hostname: str | None = None
+    zone: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BackendTLSSettings:
+    ca_certificate_refs: tuple[LocalObjectReference, ...] = ()
+    well_known_ca_certificates: str | None = field(default=None, metadata={"yaml": "wellKnownCACertificates"})
+    insecure_skip_verify: bool = False
+    sni: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BackendSpec:
+    type: Literal["Endpoints", "DynamicResolver"] = "Endpoints"
+    endpoints: tuple[BackendEndpoint, ...] = ()
+    app_protocols: tuple[str, ...] = ()
+    fallback: bool | None = None
+    tls: BackendTLSSettings | None = None
+
+
+# --------------------------------------------------------------------------- BackendTLSPolicy
+
+
+@dataclass(frozen=True, slots=True)
+class SubjectAltNameSpec:
+    type: Literal["Hostname", "URI"]
+    hostname: str | None = None
+    uri: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BackendTLSPolicyValidation:
+    hostname: str
+    ca_certificate_refs: tuple[LocalObjectReference, ...] = ()
+    well_known_ca_certificates: str | None = field(default=None, metadata={"yaml": "wellKnownCACertificates"})
+    subject_alt_names: tuple[SubjectAltNameSpec, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class BackendTLSPolicySpec:
+    target_refs: tuple[LocalPolicyTargetReferenceWithSectionName, ...]
+    validation: BackendTLSPolicyValidation
+    options: dict[str, str] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------------- ReferenceGrant
+
+
+@dataclass(frozen=True, slots=True)
+class ReferenceGrantFrom:
+    group: str
+    kind: str
+    namespace: str
+
+
+@dataclass(frozen=True, slots=True)
+class ReferenceGrantTo:
+    group: str
+    kind: str
+    name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReferenceGrantSpec:
+    from_: tuple[ReferenceGrantFrom, ...] = field(metadata={"yaml": "from"})
+    to: tuple[ReferenceGrantTo, ...]
+
+
+# --------------------------------------------------------------------------- top-level kinds
+
+
+@dataclass(frozen=True, slots=True)
+class Gateway:
+    metadata: Metadata
+    spec: GatewaySpec
+    location: Location
+
+
+@dataclass(frozen=True, slots=True)
+class HTTPRoute:
+    metadata: Metadata
+    spec: HTTPRouteSpec
+    location: Location
+
+
+@dataclass(frozen=True, slots=True)
+class Backend:
+    metadata: Metadata
+    spec: BackendSpec
+    location: Location
+
+
+@dataclass(frozen=True, slots=True)
+class BackendTLSPolicy:
+    metadata: Metadata
+    spec: BackendTLSPolicySpec
+    location: Location
+
+
+@dataclass(frozen=True, slots=True)
+class ReferenceGrant:
+    metadata: Metadata
+    spec: ReferenceGrantSpec
+    location: Location
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigMap:
+    metadata: Metadata
+    location: Location
+    data: dict[str, Text] = field(default_factory=dict)
+    binary_data: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Secret:
+    """``data`` holds the base64-decoded values (as text), merged with ``stringData``."""
+
+    metadata: Metadata
+    location: Location
+    type: str = "Opaque"
+    data: dict[str, Text] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Namespace:
+    metadata: Metadata
+    location: Location
+
+
+Resource = Union[Gateway, HTTPRoute, Backend, BackendTLSPolicy, ReferenceGrant, ConfigMap, Secret, Namespace]
+
+# kind -> (accepted apiVersions, class)
+KINDS: dict[str, tuple[tuple[str, ...], type]] = {
+    "Gateway": (("gateway.networking.k8s.io/v1", "gateway.networking.k8s.io/v1beta1"), Gateway),
+    "HTTPRoute": (("gateway.networking.k8s.io/v1", "gateway.networking.k8s.io/v1beta1"), HTTPRoute),
+    "Backend": (("gateway.envoyproxy.io/v1alpha1",), Backend),
+    "BackendTLSPolicy": (("gateway.networking.k8s.io/v1", "gateway.networking.k8s.io/v1alpha3"), BackendTLSPolicy),
+    "ReferenceGrant": (("gateway.networking.k8s.io/v1beta1", "gateway.networking.k8s.io/v1"), ReferenceGrant),
+    "ConfigMap": (("v1",), ConfigMap),
+    "Secret": (("v1",), Secret),
+    "Namespace": (("v1",), Namespace),
+}
