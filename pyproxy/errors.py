@@ -61,6 +61,13 @@ class NotImplementedCoding(ProxyError):
     close = True
 
 
+class InternalError(ProxyError):
+    """A bug in pyproxy while handling a request: logged with its traceback, answered 500."""
+
+    status = 500
+    close = True
+
+
 # ------------------------------------------------------------------ routing results
 
 

@@ -1,0 +1,169 @@
+"""Command line: ``serve`` (the default), ``check`` and ``demo``.
+
+Exit codes: 0 ok, 1 configuration (or bind) error, 2 usage error. User errors never print a
+traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from typing import Sequence
+
+from .errors import ConfigError
+
+log = logging.getLogger("pyproxy")
+
+COMMANDS = ("serve", "check", "demo")
+
+
+def parse_hostport(text: str, default_port: int | None = None) -> tuple[str, int]:
+    """``HOST:PORT`` (``[v6]:PORT`` for IPv6); the port may be omitted when a default exists."""
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else rest
+    elif text.count(":") == 1:
+        host, port = text.split(":")
+    else:
+        host, port = text, ""
+    if not port and default_port is not None:
+        port = str(default_port)
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    return host, int(port)
+
+
+def _resolver(text: str) -> tuple[str, int]:
+    return parse_hostport(text, default_port=53)
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {text!r}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pyproxy", description="Gateway API reverse proxy.")
+    sub = parser.add_subparsers(dest="command")
+
+    def serve_options(p: argparse.ArgumentParser, config_required: bool) -> None:
+        p.add_argument("--config", action="append", required=config_required, metavar="PATH",
+                       help="YAML file or directory (repeatable)")
+        p.add_argument("--listen", type=parse_hostport, default=("127.0.0.1", 8080), metavar="HOST:PORT",
+                       help="implicit HTTP listener used when the config holds no Gateway (default 127.0.0.1:8080)")
+        p.add_argument("--bind-address", default="0.0.0.0", metavar="HOST",
+                       help="address Gateway listeners bind (default 0.0.0.0)")
+        p.add_argument("--admin", type=parse_hostport, default=("127.0.0.1", 19000), metavar="HOST:PORT",
+                       help="admin interface (default 127.0.0.1:19000)")
+        p.add_argument("--resolver", type=_resolver, action="append", metavar="HOST[:PORT]",
+                       help="DNS nameserver instead of /etc/resolv.conf (repeatable)")
+        p.add_argument("--dns-refresh", type=_positive, default=30.0, metavar="SECONDS",
+                       help="refresh interval of FQDN endpoints (default 30)")
+        p.add_argument("--access-log", default="-", metavar="-|PATH|off",
+                       help="JSON access log destination (default - = stdout)")
+        p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+
+    serve_options(sub.add_parser("serve", help="run the proxy (default command)"), config_required=True)
+    check = sub.add_parser("check", help="load, validate and translate; print status conditions")
+    check.add_argument("--config", action="append", required=True, metavar="PATH")
+    demo = sub.add_parser("demo", help="offline quick start: a local HTTPS upstream with pyproxy in front")
+    serve_options(demo, config_required=False)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in COMMANDS and argv[0] not in ("-h", "--help"):
+        argv.insert(0, "serve")
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    logging.basicConfig(level=getattr(args, "log_level", "info").upper(), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "check":
+        return run_check(args.config)
+    if args.command == "demo":
+        from . import demo
+        return demo.main(args)
+    return serve(args)
+
+
+def run_check(paths: Sequence[str]) -> int:
+    from .runtime import check
+
+    try:
+        result = check(paths)
+    except ConfigError as exc:
+        print("\n".join(exc.messages), file=sys.stderr)
+        return 1
+    failed = False
+    for obj in result.statuses:
+        print(f"{obj.kind} {obj.namespace}/{obj.name} ({obj.location})")
+        for cond in obj.conditions:
+            parent = f" [{cond.parent}]" if cond.parent else ""
+            message = f": {cond.message}" if cond.message else ""
+            print(f"  {cond.type}={cond.status} ({cond.reason}){parent}{message}")
+        failed = failed or not obj.ok
+    print("errors found" if failed else "ok")
+    return 1 if failed else 0
+
+
+def serve(args: argparse.Namespace, before_start=None) -> int:
+    """Run until SIGTERM/SIGINT. ``before_start`` (a coroutine function) runs first on the
+    same loop (the demo starts its upstream there)."""
+    import uvloop
+
+    from .runtime import Settings
+
+    settings = Settings(
+        config_paths=tuple(args.config),
+        listen=args.listen,
+        bind_address=args.bind_address,
+        nameservers=tuple(args.resolver) if args.resolver else None,
+        dns_refresh=args.dns_refresh,
+        access_log=args.access_log,
+    )
+    return uvloop.run(_serve(settings, args.admin, before_start))
+
+
+async def _serve(settings, admin_address: tuple[str, int], before_start) -> int:
+    from . import admin
+    from .runtime import Runtime
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    cleanup = await before_start() if before_start is not None else None
+    runtime = Runtime(settings)
+    runner = None
+    try:
+        runner = await admin.start(runtime, *admin_address)
+        await runtime.start()
+    except ConfigError as exc:
+        print("\n".join(exc.messages), file=sys.stderr)
+        return await _shutdown(runtime, runner, cleanup, 1)
+    except OSError as exc:
+        log.error("cannot listen: %s", exc)
+        return await _shutdown(runtime, runner, cleanup, 1)
+    log.info("ready (admin on %s:%d)", *admin_address)
+    await stop.wait()
+    log.info("shutting down")
+    return await _shutdown(runtime, runner, cleanup, 0)
+
+
+async def _shutdown(runtime, runner, cleanup, code: int) -> int:
+    await runtime.stop()
+    if runner is not None:
+        await runner.cleanup()
+    if cleanup is not None:
+        await cleanup()
+    return code

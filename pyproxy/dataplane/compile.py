@@ -1,0 +1,187 @@
+"""IR → runtime objects: the only place IR values become compiled regexes, host indexes,
+SSLContexts and the set of DNS names to watch. A ``Snapshot`` is immutable once built; a
+reload builds a new one and swaps it in with one assignment.
+"""
+from __future__ import annotations
+
+import asyncio
+import bisect
+import itertools
+import random
+import ssl
+from dataclasses import dataclass
+from typing import Callable
+
+from .. import ir
+from . import tls
+from .filters import HeaderOps, compile_mutation
+from .router import HostIndex, Matcher
+
+FORWARD, REDIRECT, DIRECT = 0, 1, 2
+
+
+class CompiledDestination:
+    """Endpoints and upstream TLS of one ``ir.Destination``. ``addresses`` flattens every
+    endpoint to (host, port) for round robin; FQDN endpoints are looked up in the DNS cache
+    at pick time, so a refreshed answer is used by the next request."""
+
+    __slots__ = ("name", "endpoints", "tls", "ssl_context", "connect_timeout", "_rr", "_static", "fqdns")
+
+    def __init__(self, dest: ir.Destination, ssl_context: ssl.SSLContext | None) -> None:
+        self.name = dest.name
+        self.endpoints = dest.endpoints
+        self.tls = dest.tls
+        self.ssl_context = ssl_context
+        self.connect_timeout = dest.connect_timeout
+        self._rr = itertools.count()
+        self.fqdns = tuple(e for e in dest.endpoints if e.kind == "fqdn")
+        self._static = tuple((e.host, e.port, e.kind == "unix") for e in dest.endpoints if e.kind != "fqdn")
+
+    def addresses(self, lookup: Callable[[str], tuple[str, ...] | None]) -> list[tuple[str, int, bool]] | tuple:
+        """Every usable (host, port, is_unix) now; FQDNs not yet resolved contribute nothing."""
+        if not self.fqdns:
+            return self._static
+        out = list(self._static)
+        for ep in self.fqdns:
+            for addr in lookup(ep.host) or ():
+                out.append((addr, ep.port, False))
+        return out
+
+    def pick(self, addresses) -> tuple[str, int, bool]:
+        return addresses[next(self._rr) % len(addresses)]
+
+
+class CompiledBackend:
+    __slots__ = ("destination", "invalid_status", "request_headers", "response_headers")
+
+    def __init__(self, wb: ir.WeightedBackend, destination: CompiledDestination | None) -> None:
+        self.destination = destination
+        self.invalid_status = wb.invalid_status
+        self.request_headers = compile_mutation(wb.request_headers)
+        self.response_headers = compile_mutation(wb.response_headers)
+
+
+class CompiledRoute:
+    __slots__ = ("name", "matcher", "kind", "backends", "_cumulative", "_total", "redirect", "direct",
+                 "request_headers", "response_headers", "url_rewrite", "timeouts")
+
+    def __init__(self, route: ir.Route, destinations: dict[str, CompiledDestination]) -> None:
+        self.name = route.name
+        self.matcher = Matcher(route.match)
+        self.request_headers: HeaderOps | None = compile_mutation(route.request_headers)
+        self.response_headers: HeaderOps | None = compile_mutation(route.response_headers)
+        self.url_rewrite = route.url_rewrite
+        self.timeouts = route.timeouts
+        self.redirect: ir.Redirect | None = None
+        self.direct: ir.DirectResponse | None = None
+        self.backends: tuple[CompiledBackend, ...] = ()
+        self._cumulative: list[int] = []
+        self._total = 0
+        action = route.action
+        if isinstance(action, ir.Redirect):
+            self.kind, self.redirect = REDIRECT, action
+        elif isinstance(action, ir.DirectResponse):
+            self.kind, self.direct = DIRECT, action
+        else:
+            self.kind = FORWARD
+            weighted = [wb for wb in action.backends if wb.weight > 0]
+            self.backends = tuple(
+                CompiledBackend(wb, destinations[wb.destination.name] if wb.destination else None) for wb in weighted
+            )
+            self._cumulative = list(itertools.accumulate(wb.weight for wb in weighted))
+            self._total = self._cumulative[-1] if weighted else 0
+            if not weighted:
+                self.kind, self.direct = DIRECT, ir.DirectResponse(500)
+
+    def pick(self) -> CompiledBackend:
+        """A backend chosen by weight (weight 0 backends were dropped at compile time)."""
+        if len(self.backends) == 1:
+            return self.backends[0]
+        return self.backends[bisect.bisect_right(self._cumulative, random.random() * self._total)]
+
+
+class CompiledVhost:
+    __slots__ = ("name", "routes")
+
+    def __init__(self, vhost: ir.VirtualHost, destinations: dict[str, CompiledDestination]) -> None:
+        self.name = vhost.name
+        self.routes = tuple(CompiledRoute(r, destinations) for r in vhost.routes)
+
+    def match(self, method: str, path: str, query: str, headers: list[tuple[bytes, bytes]]) -> CompiledRoute | None:
+        for route in self.routes:
+            if route.matcher(method, path, query, headers):
+                return route
+        return None
+
+
+class CompiledListener:
+    __slots__ = ("name", "hostname", "vhosts")
+
+    def __init__(self, listener: ir.Listener, destinations: dict[str, CompiledDestination]) -> None:
+        self.name = listener.name
+        self.hostname = listener.hostname
+        self.vhosts: HostIndex[CompiledVhost] = HostIndex(
+            (v.hostname, CompiledVhost(v, destinations)) for v in listener.virtual_hosts
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PortGroup:
+    """Listeners served by one socket; a request picks its listener by Host."""
+
+    address: str
+    port: int
+    protocol: str
+    listeners: HostIndex[CompiledListener]
+    ssl_context: ssl.SSLContext | None
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    config: ir.Config
+    groups: dict[tuple[str, int], PortGroup]
+    dns_names: dict[str, float | None]  # FQDN -> refresh interval (None: runtime default)
+
+
+def _destinations(config: ir.Config) -> dict[str, ir.Destination]:
+    found: dict[str, ir.Destination] = {}
+    for listener in config.listeners:
+        for vhost in listener.virtual_hosts:
+            for route in vhost.routes:
+                for mirror in route.mirrors:
+                    found.setdefault(mirror.destination.name, mirror.destination)
+                if isinstance(route.action, ir.Forward):
+                    for wb in route.action.backends:
+                        if wb.destination is not None:
+                            found.setdefault(wb.destination.name, wb.destination)
+    return found
+
+
+async def compile_config(config: ir.Config) -> Snapshot:
+    """Build a snapshot. SSLContexts load CA files and keys, so they are built in a thread."""
+    loop = asyncio.get_running_loop()
+    destinations: dict[str, CompiledDestination] = {}
+    dns_names: dict[str, float | None] = {}
+    for name, dest in _destinations(config).items():
+        ctx = await loop.run_in_executor(None, tls.client_context, dest.tls) if dest.tls else None
+        destinations[name] = CompiledDestination(dest, ctx)
+        for ep in dest.endpoints:
+            if ep.kind == "fqdn":
+                previous = dns_names.get(ep.host)
+                refresh = dest.dns.refresh
+                dns_names[ep.host] = refresh if previous is None else min(previous, refresh or previous)
+    by_port: dict[tuple[str, int], list[ir.Listener]] = {}
+    for listener in config.listeners:
+        by_port.setdefault((listener.address, listener.port), []).append(listener)
+    groups: dict[tuple[str, int], PortGroup] = {}
+    for key, listeners in by_port.items():
+        certs = tuple(c for lst in listeners if lst.tls for c in lst.tls.certificates)
+        ctx = await loop.run_in_executor(None, tls.server_context, certs) if certs else None
+        groups[key] = PortGroup(
+            address=key[0],
+            port=key[1],
+            protocol=listeners[0].protocol,
+            listeners=HostIndex((lst.hostname, CompiledListener(lst, destinations)) for lst in listeners),
+            ssl_context=ctx,
+        )
+    return Snapshot(config=config, groups=groups, dns_names=dns_names)

@@ -1,0 +1,181 @@
+"""The upstream side of a proxied request: an ``asyncio.Protocol`` over httptools' response
+parser. Parser callbacks only build state and hand each piece to the current ``sink`` (the
+downstream exchange), which writes it on; nothing here awaits.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Protocol as TypingProtocol
+
+import httptools
+
+from ..errors import ProxyError, UpstreamProtocolError, UpstreamReset
+
+log = logging.getLogger("pyproxy.upstream")
+
+
+class ResponseSink(TypingProtocol):
+    """What an upstream connection feeds: the exchange that sent the request."""
+
+    def response_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], framed: bool) -> None: ...
+
+    def response_body(self, data: bytes) -> None: ...
+
+    def response_end(self, reusable: bool) -> None: ...
+
+    def upstream_failed(self, error: ProxyError) -> None: ...
+
+    def upstream_pause(self) -> None: ...
+
+    def upstream_resume(self) -> None: ...
+
+
+class UpstreamConnection(asyncio.Protocol):
+    """One keep-alive connection to an upstream address; carries one request at a time."""
+
+    __slots__ = ("key", "transport", "parser", "sink", "closed", "head_request", "_headers", "_reason",
+                 "_informational", "_status", "_close_delimited", "got_bytes", "on_lost")
+
+    def __init__(self, key: tuple) -> None:
+        self.key = key
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.sink: ResponseSink | None = None
+        self.closed = False
+        self.head_request = False
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._reason = b""
+        self._status = 0
+        self._informational = False
+        self._close_delimited = False
+        self.got_bytes = False  # any response byte seen for the current request
+        self.on_lost = None  # set by the pool: called once when the connection goes away
+
+    # ------------------------------------------------------------------ used by the exchange
+
+    def start(self, sink: ResponseSink, head: bytes, head_request: bool) -> None:
+        self.sink = sink
+        self.head_request = head_request
+        self.got_bytes = False
+        self.transport.write(head)
+
+    def write(self, data: bytes) -> None:
+        self.transport.write(data)
+
+    def detach(self) -> None:
+        self.sink = None
+
+    def close(self) -> None:
+        self.sink = None
+        if not self.closed:
+            self.closed = True
+            self.transport.close()
+
+    def abort(self) -> None:
+        self.sink = None
+        if not self.closed:
+            self.closed = True
+            self.transport.abort()
+
+    # ------------------------------------------------------------------ asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        if self.sink is None:
+            # Bytes while idle (or after the response we wanted) poison the connection.
+            self.abort()
+            return
+        self.got_bytes = True
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(UpstreamProtocolError("upgrade response"))
+        except httptools.HttpParserError as exc:
+            cause = exc.__context__
+            if cause is not None and not isinstance(cause, httptools.HttpParserError):
+                log.error("internal error while relaying a response", exc_info=cause)
+            self._fail(UpstreamProtocolError(f"invalid response: {exc}"))
+
+    def eof_received(self) -> bool:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        sink, self.sink = self.sink, None
+        if sink is not None:
+            # A response without framing ends at close; anything else was cut short.
+            if self._status and not self._informational and self._close_delimited:
+                sink.response_end(False)
+            else:
+                sink.upstream_failed(UpstreamReset("connection closed by upstream"))
+        if self.on_lost is not None:
+            self.on_lost(self)
+
+    def pause_writing(self) -> None:
+        if self.sink is not None:
+            self.sink.upstream_pause()
+
+    def resume_writing(self) -> None:
+        if self.sink is not None:
+            self.sink.upstream_resume()
+
+    # ------------------------------------------------------------------ parser callbacks
+
+    def on_message_begin(self) -> None:
+        self._headers = []
+        self._reason = b""
+        self._status = 0
+        self._close_delimited = False
+
+    def on_status(self, reason: bytes) -> None:
+        self._reason += reason
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._headers.append((name.lower(), value))
+
+    def on_headers_complete(self) -> None:
+        status = self.parser.get_status_code()
+        self._status = status
+        if status == 101:
+            raise httptools.HttpParserError("101 Switching Protocols without an upgrade request")
+        if status < 200:
+            self._informational = True
+            return
+        self._informational = False
+        framed = status in (204, 304) or self.head_request or any(
+            name in (b"content-length", b"transfer-encoding") for name, _ in self._headers
+        )
+        self._close_delimited = not framed
+        self.sink.response_head(status, self._reason, self._headers, framed)
+        if self.head_request and self.sink is not None:
+            # httptools cannot be told the request was HEAD; the response is complete now and
+            # a fresh parser takes the next one (the old one would wait for a body).
+            keep_alive = self.parser.should_keep_alive()
+            self.parser = httptools.HttpResponseParser(self)
+            self._finish(keep_alive)
+
+    def on_body(self, body: bytes) -> None:
+        if self.sink is not None and not self._informational:
+            self.sink.response_body(body)
+
+    def on_message_complete(self) -> None:
+        if self._informational:
+            self._informational = False
+            return
+        if self.sink is not None:
+            self._finish(self.parser.should_keep_alive())
+
+    def _finish(self, keep_alive: bool) -> None:
+        sink, self.sink = self.sink, None
+        if not keep_alive:
+            self.close()
+        sink.response_end(keep_alive)
+
+    def _fail(self, error: ProxyError) -> None:
+        sink = self.sink
+        self.abort()
+        if sink is not None:
+            sink.upstream_failed(error)

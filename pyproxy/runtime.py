@@ -1,0 +1,119 @@
+"""Where the rooms meet: load → translate → compile → serve.
+
+The runtime owns the shared parts (DNS cache, upstream pool, access log, listening sockets)
+and the current compiled snapshot. Everything below it knows only its own room.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Sequence
+
+from . import config as config_room
+from . import translate as translate_room
+from .dataplane.compile import Snapshot, compile_config
+from .dataplane.dns import Resolver
+from .dataplane.pool import Pool
+from .dataplane.server import Context, HttpProtocol
+from .errors import ConfigError
+from .observe import AccessLog
+from .translate.status import Result
+
+log = logging.getLogger("pyproxy")
+
+
+@dataclass(frozen=True)
+class Settings:
+    config_paths: tuple[str, ...]
+    listen: tuple[str, int] = ("127.0.0.1", 8080)
+    bind_address: str = "0.0.0.0"
+    nameservers: tuple[tuple[str, int], ...] | None = None
+    dns_refresh: float = 30.0
+    access_log: str = "-"
+
+
+def load(settings: Settings) -> Result:
+    """Read and translate the configuration; raises ConfigError on shape errors."""
+    loaded = config_room.load(settings.config_paths)
+    for skipped in loaded.skipped:
+        log.info("skipping %s", skipped)
+    options = translate_room.Options(implicit_address=settings.listen[0], implicit_port=settings.listen[1],
+                                     bind_address=settings.bind_address)
+    return translate_room.translate(loaded.resources, options)
+
+
+def report_conditions(result: Result) -> None:
+    """Log every condition that is not a plain success (there is no API server to write to)."""
+    for obj in result.statuses:
+        for cond in obj.conditions:
+            if not cond.status or cond.reason not in (cond.type, "Programmed"):
+                level = logging.WARNING if not obj.ok else logging.INFO
+                log.log(level, "%s %s/%s (%s): %s=%s %s: %s", obj.kind, obj.namespace, obj.name, obj.location,
+                        cond.type, cond.status, cond.reason, cond.message)
+
+
+class Runtime:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.result: Result | None = None
+        self.snapshot: Snapshot | None = None
+        self.ready = False
+        self.resolver = Resolver(settings.nameservers, settings.dns_refresh)
+        self.pool = Pool()
+        self.access_log = AccessLog(settings.access_log)
+        self.context: Context | None = None
+        self._servers: list[asyncio.base_events.Server] = []
+        self.ports: dict[tuple[str, int], int] = {}
+
+    async def start(self) -> None:
+        """Load, compile and bind every listener. Raises ConfigError or OSError (bind)."""
+        result = load(self.settings)
+        report_conditions(result)
+        await self.serve(result)
+
+    async def serve(self, result: Result) -> None:
+        """Compile a translated config and bind its listeners; ``ports`` records the bound
+        port of each listener group (they differ from the configured port only when that is 0)."""
+        snapshot = await compile_config(result.config)
+        self.result, self.snapshot = result, snapshot
+        self.context = Context(snapshot, self.resolver, self.pool, self.access_log)
+        self.resolver.set_watched(snapshot.dns_names)
+        loop = asyncio.get_running_loop()
+        ctx = self.context
+        for key, group in snapshot.groups.items():
+            scheme = "https" if group.ssl_context is not None else "http"
+
+            def factory(key=key, scheme=scheme) -> HttpProtocol:
+                return HttpProtocol(ctx, key, scheme)
+
+            server = await loop.create_server(factory, host=group.address, port=group.port, ssl=group.ssl_context,
+                                              reuse_address=True, backlog=1024)
+            self._servers.append(server)
+            self.ports[key] = server.sockets[0].getsockname()[1]
+            log.info("listening on %s:%d (%s)", group.address, group.port, scheme)
+        self.ready = True
+
+    async def stop(self) -> None:
+        self.ready = False
+        for server in self._servers:
+            server.close()
+        if self.context is not None:
+            for proto in list(self.context.connections):
+                proto.transport.close()
+        for server in self._servers:
+            try:
+                await asyncio.wait_for(server.wait_closed(), 5.0)
+            except asyncio.TimeoutError:
+                log.warning("listener did not close within 5 s")
+        self.pool.close()
+        await self.resolver.close()
+        self.access_log.close()
+
+
+def check(paths: Sequence[str]) -> Result:
+    """``pyproxy check``: load and translate only."""
+    return load(Settings(config_paths=tuple(paths)))
+
+
+__all__ = ["ConfigError", "Runtime", "Settings", "check", "load"]
