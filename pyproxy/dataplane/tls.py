@@ -1,0 +1,263 @@
+"""TLS for both sides: upstream client contexts with Gateway API name checks, listener server
+contexts with certificate selection by SNI, and Envoy-shaped failure reasons.
+
+Building a context loads CAs, certificates and keys from disk or memory, which blocks: run
+``client_context`` and ``server_context`` off the event loop. Both are cached by value, so a
+reload with unchanged settings reuses the contexts.
+
+The upstream name check is ours, not OpenSSL's: contexts verify the chain with
+``check_hostname`` off, and after the handshake ``verify_peer`` applies BackendTLSPolicy's
+rules to ``getpeercert()``, because Python's built-in check cannot match a URI SAN or a name
+other than the SNI.
+
+DNS names are compared like Envoy's ``dnsNameMatch``: case-insensitively, and a certificate
+SAN ``*.example.com`` matches exactly one extra leftmost label (``a.example.com``; not
+``example.com``, not ``a.b.example.com``). Partial-label wildcards (``a*.example.com``) are
+not wildcards: they only match themselves literally.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import re
+import ssl
+import tempfile
+from collections.abc import Callable, Sequence
+
+import certifi
+
+from pyproxy import ir
+
+ALPN = ["http/1.1"]
+# TLS 1.2 suites: ECDHE key exchange with AEAD ciphers only (Envoy's default list); TLS 1.3
+# suites are OpenSSL's defaults, which are all AEAD.
+CIPHERS_TLS12 = ":".join(
+    [
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        "ECDHE-RSA-AES128-GCM-SHA256",
+        "ECDHE-ECDSA-CHACHA20-POLY1305",
+        "ECDHE-RSA-CHACHA20-POLY1305",
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+        "ECDHE-RSA-AES256-GCM-SHA384",
+    ]
+)
+SniCallback = Callable[[ssl.SSLObject, str | None, ssl.SSLContext], None]
+_MIN_VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
+_HASHED_CERT_NAME = re.compile(r"^[0-9a-f]{8}\.\d+$")  # c_rehash / openssl rehash names
+
+# Envoy's packed BoringSSL error for a failed verification, kept verbatim for clients that
+# match on it.
+_VERIFY_FAILED = "TLS_error:|268435581:SSL routines:OPENSSL_internal:CERTIFICATE_VERIFY_FAILED:verify cert failed: "
+
+
+# ------------------------------------------------------------------ upstream (client) side
+
+
+@functools.lru_cache(maxsize=128)
+def client_context(tls: ir.UpstreamTLS) -> ssl.SSLContext:
+    """The client context for one ``UpstreamTLS`` value (cached; blocking: run off the loop).
+
+    Raises ValueError when ``tls.ca`` is not a parsable PEM bundle."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = _MIN_VERSIONS[tls.min_version]
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_3
+    ctx.set_ciphers(CIPHERS_TLS12)
+    ctx.set_alpn_protocols(ALPN)
+    ctx.check_hostname = False  # verify_peer does the Gateway API name check
+    if tls.insecure_skip_verify:
+        ctx.verify_mode = ssl.CERT_NONE
+        return ctx
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    if tls.ca == "System":
+        _load_system_trust(ctx)
+    else:
+        _load_ca_bundle(ctx, tls.ca)
+    return ctx
+
+
+def _load_system_trust(ctx: ssl.SSLContext) -> None:
+    if system_trust_is_empty():
+        ctx.load_verify_locations(cafile=certifi.where())
+    else:
+        ctx.set_default_verify_paths()
+
+
+def system_trust_is_empty(paths: ssl.DefaultVerifyPaths | None = None) -> bool:
+    """True when OpenSSL's default verify paths (after ``SSL_CERT_FILE``/``SSL_CERT_DIR``) hold
+    nothing: the CA file does not exist and the CA directory has no hashed certificate names.
+    Then "System" trust falls back to certifi's bundle."""
+    paths = paths or ssl.get_default_verify_paths()
+    if paths.cafile is not None:  # get_default_verify_paths() gives None for a missing file
+        return False
+    if paths.capath is None:
+        return True
+    try:
+        return not any(_HASHED_CERT_NAME.match(entry) for entry in os.listdir(paths.capath))
+    except OSError:
+        return True
+
+
+def _load_ca_bundle(ctx: ssl.SSLContext, pem: str) -> None:
+    try:
+        ctx.load_verify_locations(cadata=pem)
+    except (ssl.SSLError, ValueError) as exc:
+        raise ValueError(f"invalid CA certificate bundle: no PEM certificate could be loaded ({exc})") from exc
+
+
+def verify_peer(peercert: dict | None, tls: ir.UpstreamTLS) -> str | None:
+    """None when the peer certificate satisfies ``tls``'s name rules, else why not.
+
+    ``peercert`` is ``SSLObject.getpeercert()`` of a connection whose chain OpenSSL already
+    verified. Without ``subject_alt_names`` a DNS SAN must match ``tls.sni``; with them, one of
+    them must match (Hostname against DNS SANs, URI exactly against URI SANs)."""
+    if tls.insecure_skip_verify:
+        return None
+    if not peercert:
+        return "no peer certificate"
+    sans = peercert.get("subjectAltName", ())
+    if not sans:
+        return "peer certificate has no subjectAltName"
+    dns_sans = [value for kind, value in sans if kind == "DNS"]
+    uri_sans = [value for kind, value in sans if kind == "URI"]
+    wanted = tls.subject_alt_names or (ir.SubjectAltName("Hostname", tls.sni),)
+    for san in wanted:
+        if san.kind == "URI" and san.value in uri_sans:
+            return None
+        if san.kind == "Hostname" and any(dns_name_matches(san.value, pattern) for pattern in dns_sans):
+            return None
+    expected = ", ".join(f"{san.kind} {san.value}" for san in wanted)
+    return f"no subjectAltName of the peer certificate matches {expected}"
+
+
+def dns_name_matches(name: str, pattern: str) -> bool:
+    """Envoy's ``dnsNameMatch``: equal ignoring case, or ``*.suffix`` covering one more label."""
+    name, pattern = name.lower(), pattern.lower()
+    if name == pattern:
+        return True
+    if not pattern.startswith("*."):
+        return False
+    label, dot, rest = name.partition(".")
+    return bool(label and dot) and "." + rest == pattern[1:]
+
+
+def transport_failure_reason(exc: BaseException | None, verify_reason: str | None = None) -> str:
+    """The ``transport failure reason`` of Envoy's 503 body for a failed upstream connect.
+
+    A certificate the chain or the name check rejected gives Envoy's
+    ``TLS_error:|268435581:…CERTIFICATE_VERIFY_FAILED:verify cert failed: …:TLS_error_end``;
+    another TLS failure ``TLS_error:|SSL routines:OPENSSL_internal:<REASON>:TLS_error_end`` (or
+    ``…Connection reset by peer…`` when the peer hangs up mid-handshake); a TCP failure
+    ``delayed connect error: <errno>``. A timeout gives "" (Envoy reports it as the
+    reset reason ``connection timeout``, with no transport reason). Only fixed library text
+    is used: nothing the peer sent, nothing from the request."""
+    if verify_reason is not None:
+        return _VERIFY_FAILED + "verify SAN list:TLS_error_end"
+    # library, reason and verify_message are set only on exceptions raised by the ssl module.
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        detail = getattr(exc, "verify_message", None) or "certificate verification error"
+        return _VERIFY_FAILED + f"X509_verify_cert: {detail}:TLS_error_end"
+    if isinstance(exc, ssl.SSLError):
+        library = getattr(exc, "library", None) or "SSL"
+        reason = getattr(exc, "reason", None) or "HANDSHAKE_FAILURE"
+        return f"TLS_error:|{library} routines:OPENSSL_internal:{reason}:TLS_error_end"
+    if isinstance(exc, TimeoutError) or exc is None:
+        return ""
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return f"delayed connect error: {exc.errno}"
+    if isinstance(exc, ConnectionError):
+        # The kernel's connect errors carry an errno; asyncio and uvloop raise an errno-less
+        # ConnectionResetError when the peer closes during the TLS handshake.
+        return "TLS_error:|system library:OPENSSL_internal:Connection reset by peer:TLS_error_end"
+    if isinstance(exc, OSError):
+        return "delayed connect error: unknown"
+    return "connection failure"
+
+
+# ------------------------------------------------------------------ listener (server) side
+
+
+def server_context(certs: Sequence[ir.Certificate]) -> ssl.SSLContext:
+    """The server context for an HTTPS listener (cached by value; blocking: run off the loop).
+
+    The first certificate is the default; with several, the TLS server name picks the one
+    whose DNS SAN (or, without SANs, subject CN) matches it: an exact name before a wildcard.
+    Raises ValueError when ``certs`` is empty or a certificate or key cannot be loaded."""
+    return _server_context(tuple(certs))
+
+
+@functools.lru_cache(maxsize=64)
+def _server_context(certs: tuple[ir.Certificate, ...]) -> ssl.SSLContext:
+    if not certs:
+        raise ValueError("an HTTPS listener needs at least one certificate")
+    loaded = [_load_certificate(cert) for cert in certs]
+    default = loaded[0][0]
+    if len(loaded) > 1:
+        default.sni_callback = _sni_selector(loaded)
+    return default
+
+
+def _new_server_context() -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_3
+    ctx.set_ciphers(CIPHERS_TLS12)
+    ctx.set_alpn_protocols(ALPN)
+    ctx.options |= ssl.OP_CIPHER_SERVER_PREFERENCE | ssl.OP_NO_RENEGOTIATION
+    return ctx
+
+
+def _load_certificate(cert: ir.Certificate) -> tuple[ssl.SSLContext, list[str]]:
+    """A context serving ``cert`` and the names it covers.
+
+    The PEMs go to a private temporary directory (mode 0700), removed as soon as they are
+    loaded: ``load_cert_chain`` and ``ssl._ssl._test_decode_cert`` (the only stdlib way to read
+    a certificate's SANs; ``cryptography`` is not a dependency) both read from files."""
+    ctx = _new_server_context()
+    with tempfile.TemporaryDirectory(prefix="pyproxy-cert-") as tmp:
+        cert_file, key_file = os.path.join(tmp, "tls.crt"), os.path.join(tmp, "tls.key")
+        _write_private(cert_file, cert.cert_pem)
+        _write_private(key_file, cert.key_pem)
+        try:
+            ctx.load_cert_chain(cert_file, key_file)
+            decoded = ssl._ssl._test_decode_cert(cert_file)  # type: ignore[attr-defined]
+        except (ssl.SSLError, ValueError) as exc:
+            raise ValueError(f"certificate {cert.name}: cannot load the certificate and key ({exc})") from exc
+    return ctx, _certificate_names(decoded)
+
+
+def _write_private(path: str, text: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as f:
+        f.write(text)
+
+
+def _certificate_names(decoded: dict) -> list[str]:
+    names = [value.lower() for kind, value in decoded.get("subjectAltName", ()) if kind == "DNS"]
+    if names:
+        return names
+    return [value.lower() for rdn in decoded.get("subject", ()) for key, value in rdn if key == "commonName"]
+
+
+def _sni_selector(loaded: list[tuple[ssl.SSLContext, list[str]]]) -> SniCallback:
+    """An ``sni_callback`` switching to the context whose names match the server name."""
+    exact: dict[str, ssl.SSLContext] = {}
+    wildcard: dict[str, ssl.SSLContext] = {}  # "example.com" for "*.example.com"
+    for ctx, names in loaded:
+        for name in names:
+            if name.startswith("*."):
+                wildcard.setdefault(name[2:], ctx)
+            else:
+                exact.setdefault(name, ctx)
+
+    def select(ssl_object: ssl.SSLObject, server_name: str | None, _default: ssl.SSLContext) -> None:
+        if server_name is None:
+            return
+        name = server_name.lower()
+        ctx = exact.get(name)
+        if ctx is None:
+            label, _, parent = name.partition(".")
+            ctx = wildcard.get(parent) if label else None
+        if ctx is not None:
+            ssl_object.context = ctx
+
+    return select

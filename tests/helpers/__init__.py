@@ -1,0 +1,1 @@
+"""Reusable test fixtures: loopback servers and helpers shared by the test suites."""
