@@ -15,6 +15,11 @@ from pyproxy.translate.status import Result
 from tests.helpers.http import Upstream
 
 
+def pytest_addoption(parser):
+    parser.addoption("--update-golden", action="store_true", default=False,
+                     help="rewrite tests/translate/testdata/*.out.yaml from the current translator output")
+
+
 def pytest_asyncio_loop_factories(config, item):
     """Every async test runs on uvloop, as production does."""
     return {"uvloop": uvloop.new_event_loop}

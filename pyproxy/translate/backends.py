@@ -1,0 +1,166 @@
+"""Envoy Gateway ``Backend``: endpoints and the upstream TLS settings of ``spec.tls``."""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from .. import ir
+from ..config import resources as res
+from .certs import resolve_ca_refs
+from .hostnames import hostname_problem
+from .index import Index, Key
+from .status import Condition, ObjectStatus, object_status
+
+UNIX_PATH_MAX = 108
+SYSTEM_CA = "System"
+# appProtocols pyproxy cannot speak: it talks HTTP/1.1 (over TLS or not) to backends. The
+# others (gateway.envoyproxy.io/ws and /wss) are hints that change nothing here.
+UNSUPPORTED_APP_PROTOCOLS = ("gateway.envoyproxy.io/h2c",)
+
+
+@dataclass(frozen=True, slots=True)
+class BackendTLS:
+    """What ``spec.tls`` says; a BackendTLSPolicy overrides each field it sets."""
+
+    sni: str | None
+    ca: str | None  # "System", a PEM bundle, or None (not set here)
+    insecure_skip_verify: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedBackend:
+    """An accepted Backend (``problems`` empty) or why it is not accepted."""
+
+    endpoints: tuple[ir.Endpoint, ...]
+    tls: BackendTLS | None
+    default_sni: str | None  # the hostname of its fqdn endpoints, SNI when nothing sets one
+    problems: tuple[str, ...] = ()
+    unsupported_protocols: tuple[str, ...] = ()  # backendRefs to it are invalid (UnsupportedProtocol)
+
+
+def translate_backends(index: Index) -> tuple[dict[Key, ResolvedBackend], list[ObjectStatus]]:
+    resolved: dict[Key, ResolvedBackend] = {}
+    statuses: list[ObjectStatus] = []
+    for key, backend in index.backends.items():
+        resolved[key] = _resolve(index, backend)
+        statuses.append(_status(backend, resolved[key]))
+    return resolved, statuses
+
+
+def _resolve(index: Index, backend: res.Backend) -> ResolvedBackend:
+    spec = backend.spec
+    problems: list[str] = []
+    if spec.type == "DynamicResolver":
+        problems.append("spec.type DynamicResolver is not supported; use type Endpoints with spec.endpoints")
+        return ResolvedBackend((), None, None, tuple(problems))
+    endpoints = _endpoints(spec.endpoints, problems)
+    fqdns = sorted({e.host for e in endpoints if e.kind == "fqdn"})
+    default_sni = fqdns[0] if len(fqdns) == 1 else None
+    tls = _tls(index, backend, default_sni, problems) if spec.tls else None
+    unsupported = tuple(p for p in spec.app_protocols if p in UNSUPPORTED_APP_PROTOCOLS)
+    return ResolvedBackend(endpoints, tls, default_sni, tuple(problems), unsupported)
+
+
+def _endpoints(specs: tuple[res.BackendEndpoint, ...], problems: list[str]) -> tuple[ir.Endpoint, ...]:
+    endpoints: list[ir.Endpoint] = []
+    for i, spec in enumerate(specs):
+        endpoint = _endpoint(spec, f"spec.endpoints[{i}]", problems)
+        if endpoint is not None:
+            endpoints.append(endpoint)
+    if not specs:
+        problems.append("spec.endpoints is empty; list at least one fqdn, ip or unix endpoint")
+    kinds = {e.kind for e in endpoints}
+    if "fqdn" in kinds and len(kinds) > 1:
+        problems.append(
+            "spec.endpoints mixes fqdn with ip or unix endpoints; an fqdn Backend must have only fqdn endpoints"
+        )
+    return tuple(endpoints)
+
+
+def _endpoint(spec: res.BackendEndpoint, where: str, problems: list[str]) -> ir.Endpoint | None:
+    given = [name for name in ("fqdn", "ip", "unix") if getattr(spec, name) is not None]
+    if len(given) != 1:
+        problems.append(f"{where}: set exactly one of fqdn, ip or unix (found {', '.join(given) or 'none'})")
+        return None
+    if spec.fqdn is not None:
+        return _checked(
+            ir.Endpoint("fqdn", spec.fqdn.hostname, spec.fqdn.port),
+            hostname_problem(spec.fqdn.hostname, wildcard=False),
+            where + ".fqdn",
+            problems,
+        )
+    if spec.ip is not None:
+        return _checked(
+            ir.Endpoint("ip", spec.ip.address, spec.ip.port), _ip_problem(spec.ip.address), where + ".ip", problems
+        )
+    path = spec.unix.path  # type: ignore[union-attr]
+    problem = None if 0 < len(path.encode()) <= UNIX_PATH_MAX else f"path must be 1 to {UNIX_PATH_MAX} bytes long"
+    return _checked(ir.Endpoint("unix", path, 0), problem, where + ".unix", problems)
+
+
+def _checked(endpoint: ir.Endpoint, problem: str | None, where: str, problems: list[str]) -> ir.Endpoint | None:
+    if problem is None and endpoint.kind != "unix" and not 0 < endpoint.port < 65536:
+        problem = f"port {endpoint.port} is not between 1 and 65535"
+    if problem is not None:
+        problems.append(f"{where}: {problem}")
+        return None
+    return endpoint
+
+
+def _ip_problem(address: str) -> str | None:
+    try:
+        ipaddress.ip_address(address)
+    except ValueError:
+        return f"address {address!r} is not an IPv4 or IPv6 address"
+    return None
+
+
+def _tls(index: Index, backend: res.Backend, default_sni: str | None, problems: list[str]) -> BackendTLS:
+    tls = backend.spec.tls
+    assert tls is not None
+    if tls.sni is not None and (problem := hostname_problem(tls.sni, wildcard=False)):
+        problems.append(f"spec.tls.sni: {problem}")
+    if tls.sni is None and default_sni is None:
+        problems.append("spec.tls.sni is required when the Backend has no fqdn endpoint (or several fqdn names)")
+    ca = _tls_ca(index, backend, problems)
+    if tls.insecure_skip_verify and ca is not None:
+        problems.append(
+            "spec.tls.insecureSkipVerify cannot be combined with caCertificateRefs or wellKnownCACertificates"
+        )
+    return BackendTLS(tls.sni, ca, tls.insecure_skip_verify)
+
+
+def _tls_ca(index: Index, backend: res.Backend, problems: list[str]) -> str | None:
+    tls = backend.spec.tls
+    assert tls is not None
+    known, refs = tls.well_known_ca_certificates, tls.ca_certificate_refs
+    if known is not None and refs:
+        problems.append("spec.tls: set either caCertificateRefs or wellKnownCACertificates, not both")
+    if known is not None and known != SYSTEM_CA:
+        problems.append(f"spec.tls.wellKnownCACertificates: {known!r} is not supported; use System")
+    if known is not None:
+        return SYSTEM_CA
+    if not refs:
+        return None
+    pem, ref_problems = resolve_ca_refs(index, backend.metadata.namespace, refs, "spec.tls.caCertificateRefs")
+    problems.extend(p.message for p in ref_problems)
+    return pem
+
+
+def _status(backend: res.Backend, resolved: ResolvedBackend) -> ObjectStatus:
+    if resolved.problems:
+        message = "; ".join(resolved.problems) + ". Routes to this Backend answer 500"
+        return object_status("Backend", backend, [Condition("Accepted", False, "Invalid", message)])
+    notes = []
+    if resolved.unsupported_protocols:
+        notes.append(
+            f"spec.appProtocols {', '.join(resolved.unsupported_protocols)} is not supported (pyproxy speaks "
+            "HTTP/1.1 to backends): backendRefs to this Backend answer 500"
+        )
+    ignored = [p for p in backend.spec.app_protocols if p not in UNSUPPORTED_APP_PROTOCOLS]
+    if ignored:
+        notes.append(f"spec.appProtocols {', '.join(ignored)} is ignored")
+    if backend.spec.fallback:
+        notes.append("spec.fallback is ignored (not supported)")
+    return object_status("Backend", backend, [Condition("Accepted", True, "Accepted", "; ".join(notes))])

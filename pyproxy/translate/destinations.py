@@ -1,0 +1,92 @@
+"""backendRefs → ``ir.Destination``: kind, ReferenceGrant, Backend and BackendTLSPolicy."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .. import ir
+from ..config import resources as res
+from .backends import SYSTEM_CA, ResolvedBackend
+from .backendtls import PolicyTable, PolicyTLS
+from .index import Index, Key
+from .problems import Problem, kind_label
+from .refgrants import Reference, permitted
+
+Ref = res.BackendObjectReference | res.HTTPBackendRef
+
+
+@dataclass(slots=True)
+class Destinations:
+    """Resolves backendRefs of routes; equal references share one Destination object."""
+
+    index: Index
+    backends: dict[Key, ResolvedBackend]
+    policies: PolicyTable
+    _cache: dict[tuple[str, str, str | None], ir.Destination | Problem] = field(default_factory=dict)
+
+    def resolve(self, ref: Ref, route_namespace: str) -> ir.Destination | Problem:
+        """The Destination ``ref`` (written in an HTTPRoute in ``route_namespace``) names, or
+        the Problem that makes it invalid (reason BackendNotFound, InvalidKind or
+        RefNotPermitted; the message starts with what was wrong, not with the field)."""
+        if ref.group == "" and ref.kind == "Service":
+            return Problem(
+                "BackendNotFound",
+                f"Service {ref.name}: Services are not supported in file mode (as in Envoy Gateway standalone); "
+                f"use group {res.ENVOY_GROUP}, kind Backend",
+            )
+        if ref.group != res.ENVOY_GROUP or ref.kind != "Backend":
+            return Problem(
+                "InvalidKind",
+                f"kind {kind_label(ref.kind, ref.group)} is not supported; use group {res.ENVOY_GROUP}, kind Backend",
+            )
+        namespace = ref.namespace or route_namespace
+        grant = Reference(
+            res.GATEWAY_GROUP, "HTTPRoute", route_namespace, res.ENVOY_GROUP, "Backend", namespace, ref.name
+        )
+        if not permitted(self.index, grant):
+            return Problem(
+                "RefNotPermitted", f"Backend {namespace}/{ref.name} is in another namespace; add {grant.describe()}"
+            )
+        section, policy = self.policies.lookup(namespace, ref.name, ref.port)
+        key = (namespace, ref.name, section)
+        if key not in self._cache:
+            self._cache[key] = self._destination(namespace, ref.name, section, policy)
+        return self._cache[key]
+
+    def _destination(
+        self, namespace: str, name: str, section: str | None, policy: PolicyTLS | None
+    ) -> ir.Destination | Problem:
+        backend = self.backends.get((namespace, name))
+        if backend is None:
+            return Problem("BackendNotFound", f"Backend {namespace}/{name} not found")
+        if backend.problems:
+            return Problem(
+                "BackendNotFound", f"Backend {namespace}/{name} is not accepted: {'; '.join(backend.problems)}"
+            )
+        if backend.unsupported_protocols:
+            return Problem(
+                "UnsupportedProtocol",
+                f"Backend {namespace}/{name} asks for appProtocols {', '.join(backend.unsupported_protocols)}; "
+                "pyproxy speaks HTTP/1.1 to backends",
+            )
+        if policy is not None and policy.problem is not None:
+            return Problem("BackendNotFound", f"Backend {namespace}/{name}: {policy.problem}")
+        destination_name = f"backend/{namespace}/{name}" + (f"/{section}" if section else "")
+        return ir.Destination(name=destination_name, endpoints=backend.endpoints, tls=upstream_tls(backend, policy))
+
+
+def upstream_tls(backend: ResolvedBackend, policy: PolicyTLS | None) -> ir.UpstreamTLS | None:
+    """Merge the policy over the Backend's ``spec.tls``: each field the policy sets wins.
+
+    Without either there is no TLS. A policy always sets SNI and a CA, so it also turns off
+    the Backend's insecureSkipVerify. With ``spec.tls`` alone the CA defaults to System and the
+    SNI to the Backend's fqdn hostname (backends.py rejects a Backend that has neither)."""
+    tls = backend.tls
+    if policy is None and tls is None:
+        return None
+    if policy is not None:
+        return ir.UpstreamTLS(sni=policy.sni, ca=policy.ca or SYSTEM_CA, subject_alt_names=policy.subject_alt_names)
+    assert tls is not None
+    sni = tls.sni or backend.default_sni
+    assert sni is not None
+    return ir.UpstreamTLS(sni=sni, ca=tls.ca or SYSTEM_CA, insecure_skip_verify=tls.insecure_skip_verify)

@@ -1,0 +1,95 @@
+"""HTTPRoute matches → ``ir.Match``, with the syntax checks the Gateway API CRDs make."""
+
+from __future__ import annotations
+
+import re
+
+from .. import ir
+from ..config import resources as res
+from .problems import Invalid
+
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
+_PATH_CHARS = re.compile(r"(?:[-A-Za-z0-9/._~!$&'()*+,;=:@]|%[0-9a-fA-F]{2})+")
+_PATH_FORBIDDEN = ("//", "/./", "/../", "%2f", "%2F", "#")
+_PATH_FORBIDDEN_ENDINGS = ("/..", "/.")
+DEFAULT_PATH = res.HTTPPathMatch()
+
+
+def header_name(name: str, where: str) -> str:
+    """``name`` lower-cased; Invalid unless it is an HTTP token (RFC 9110)."""
+    if not _TOKEN.fullmatch(name):
+        raise Invalid(
+            "UnsupportedValue",
+            f"{where}: {name!r} is not a valid header name (letters, digits and !#$%&'*+-.^_`|~ only)",
+        )
+    return name.lower()
+
+
+def check_regex(pattern: str, where: str) -> None:
+    """Regular expressions use Python's ``re`` dialect (close to RE2 for common patterns)."""
+    try:
+        re.compile(pattern)
+    except re.error as exc:
+        raise Invalid("UnsupportedValue", f"{where}: invalid regular expression {pattern!r}: {exc}") from exc
+
+
+def path_problem(value: str) -> str | None:
+    """Why ``value`` is not a valid Exact/PathPrefix path, or None."""
+    if not value.startswith("/"):
+        return "must start with '/'"
+    for bad in _PATH_FORBIDDEN:
+        if bad in value:
+            return f"must not contain {bad!r}"
+    if value.endswith(_PATH_FORBIDDEN_ENDINGS):
+        return "must not end with '/..' or '/.'"
+    if not _PATH_CHARS.fullmatch(value):
+        return "contains characters that are not allowed in a path (percent-encode them)"
+    return None
+
+
+def translate_match(spec: res.HTTPRouteMatch, where: str) -> ir.Match:
+    return ir.Match(
+        path=_path(spec.path or DEFAULT_PATH, f"{where}.path"),
+        headers=_headers(spec.headers, f"{where}.headers"),
+        query_params=_query_params(spec.query_params, f"{where}.queryParams"),
+        method=spec.method,
+    )
+
+
+def _path(spec: res.HTTPPathMatch, where: str) -> ir.PathMatch:
+    if spec.type == "RegularExpression":
+        check_regex(spec.value, f"{where}.value")
+        return ir.PathMatch("RegularExpression", spec.value)
+    if problem := path_problem(spec.value):
+        raise Invalid("UnsupportedValue", f"{where}.value {spec.value!r} {problem}")
+    if spec.type == "PathPrefix":
+        return ir.PathMatch("PathPrefix", normalise_prefix(spec.value))
+    return ir.PathMatch("Exact", spec.value)
+
+
+def normalise_prefix(value: str) -> str:
+    """A trailing ``/`` does not change a PathPrefix match (``/abc/`` = ``/abc``), except ``/``."""
+    return value.rstrip("/") or "/"
+
+
+def _headers(specs: tuple[res.HTTPHeaderMatch, ...], where: str) -> tuple[ir.HeaderMatch, ...]:
+    """The first entry for a header name counts; later ones with an equivalent name are ignored."""
+    matches: dict[str, ir.HeaderMatch] = {}
+    for k, spec in enumerate(specs):
+        name = header_name(spec.name, f"{where}[{k}].name")
+        if spec.type == "RegularExpression":
+            check_regex(spec.value, f"{where}[{k}].value")
+        matches.setdefault(name, ir.HeaderMatch(name, spec.type, spec.value))
+    return tuple(matches.values())
+
+
+def _query_params(specs: tuple[res.HTTPQueryParamMatch, ...], where: str) -> tuple[ir.QueryMatch, ...]:
+    """Names are exact (case-sensitive); the first entry for a name counts."""
+    matches: dict[str, ir.QueryMatch] = {}
+    for k, spec in enumerate(specs):
+        if not spec.name:
+            raise Invalid("UnsupportedValue", f"{where}[{k}].name must not be empty")
+        if spec.type == "RegularExpression":
+            check_regex(spec.value, f"{where}[{k}].value")
+        matches.setdefault(spec.name, ir.QueryMatch(spec.name, spec.type, spec.value))
+    return tuple(matches.values())

@@ -1,0 +1,26 @@
+"""How translate/ carries a semantic mistake until it becomes a status condition."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    reason: str  # a Gateway API condition reason, e.g. BackendNotFound
+    message: str  # names the field in YAML spelling and says what to do
+
+
+def kind_label(kind: str, group: str) -> str:
+    """``Service (group core)``: the core API group is the empty string in YAML."""
+    return f"{kind} (group {group or 'core'})"
+
+
+class Invalid(Exception):
+    """Raised inside translate/ when the part being translated (a route rule, a listener) must
+    be dropped; caught by the code that owns that part and turned into a condition. It never
+    escapes ``translate()``."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.problem = Problem(reason, message)

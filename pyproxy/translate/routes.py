@@ -1,0 +1,114 @@
+"""HTTPRoutes: rules → routes, parentRefs → listeners and virtual hosts, and route status."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from .. import ir
+from ..config import resources as res
+from .attach import ParentResult, attach_implicit, attach_parents
+from .destinations import Destinations
+from .gateways import ListenerContext
+from .hostnames import hostname_problem
+from .index import Index, Key
+from .problems import Invalid, Problem
+from .rules import translate_rule
+from .status import Condition, ObjectStatus, object_status
+
+DEFAULT_RULES = (res.HTTPRouteRule(),)
+
+# listener IR name → virtual host name → (precedence key, route) entries
+RouteTable = dict[str, dict[str, list[tuple[tuple[object, ...], ir.Route]]]]
+
+
+@dataclass(slots=True)
+class _Translated:
+    """A route's rules, translated once whatever it attaches to."""
+
+    entries: list[tuple[tuple[object, ...], ir.Route]] = field(default_factory=list)
+    invalid: Problem | None = None  # the whole route is rejected
+    dropped: list[Problem] = field(default_factory=list)
+    ref_problems: list[Problem] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def translate_routes(
+    index: Index, listeners: list[ListenerContext], destinations: Destinations, implicit: ListenerContext | None
+) -> tuple[RouteTable, list[ObjectStatus]]:
+    """Attach every HTTPRoute; ``implicit`` is the listener every route attaches to when the
+    config has no Gateway (None otherwise)."""
+    by_gateway: dict[Key, list[ListenerContext]] = defaultdict(list)
+    for listener in listeners:
+        by_gateway[listener.gateway].append(listener)
+    table: RouteTable = defaultdict(lambda: defaultdict(list))
+    statuses: list[ObjectStatus] = []
+    for route in index.routes.values():
+        translated = _translate(route, destinations)
+        parents = attach_implicit(route, implicit) if implicit else attach_parents(index, route, by_gateway)
+        if translated.invalid is None:
+            _add_to_table(table, translated, parents)
+        statuses.append(object_status("HTTPRoute", route, _conditions(translated, parents)))
+    return table, statuses
+
+
+def _translate(route: res.HTTPRoute, destinations: Destinations) -> _Translated:
+    out = _Translated()
+    for k, hostname in enumerate(route.spec.hostnames):
+        if problem := hostname_problem(hostname):
+            out.invalid = Problem("UnsupportedValue", f"spec.hostnames[{k}]: {problem}")
+            return out
+    rules = route.spec.rules or DEFAULT_RULES
+    for i, rule in enumerate(rules):
+        try:
+            outcome = translate_rule(route, i, rule, destinations)
+        except Invalid as exc:
+            out.dropped.append(exc.problem)
+            continue
+        out.entries += outcome.routes
+        out.ref_problems += outcome.ref_problems
+        out.notes += outcome.notes
+    if len(out.dropped) == len(rules):
+        out.invalid = Problem(
+            out.dropped[0].reason, "every rule is invalid: " + "; ".join(p.message for p in out.dropped)
+        )
+    return out
+
+
+def _add_to_table(table: RouteTable, translated: _Translated, parents: list[ParentResult]) -> None:
+    """A route reached through several parentRefs joins each listener once."""
+    hostnames: dict[str, set[str]] = defaultdict(set)
+    for parent in parents:
+        for attachment in parent.attachments:
+            hostnames[attachment.listener.ir_name].update(attachment.hostnames)
+    for listener, hosts in hostnames.items():
+        for host in hosts:
+            table[listener][host] += translated.entries
+
+
+def _conditions(translated: _Translated, parents: list[ParentResult]) -> list[Condition]:
+    conditions: list[Condition] = []
+    for parent in parents:
+        conditions.append(_accepted(translated, parent))
+        conditions.append(_resolved_refs(translated.ref_problems, parent.label))
+        if translated.dropped and translated.invalid is None:
+            message = "rules dropped (their matches are not routed): " + "; ".join(
+                p.message for p in translated.dropped
+            )
+            conditions.append(Condition("PartiallyInvalid", True, "UnsupportedValue", message, parent=parent.label))
+    return conditions
+
+
+def _accepted(translated: _Translated, parent: ParentResult) -> Condition:
+    problem = parent.problem or translated.invalid
+    if problem is not None:
+        return Condition("Accepted", False, problem.reason, problem.message, parent=parent.label)
+    message = f"not implemented yet, ignored: {', '.join(translated.notes)}" if translated.notes else ""
+    return Condition("Accepted", True, "Accepted", message, parent=parent.label)
+
+
+def _resolved_refs(problems: list[Problem], label: str | None) -> Condition:
+    if not problems:
+        return Condition("ResolvedRefs", True, "ResolvedRefs", parent=label)
+    message = "; ".join(p.message for p in problems)
+    return Condition("ResolvedRefs", False, problems[0].reason, message, parent=label)

@@ -1,0 +1,91 @@
+"""``translate``: config resources → routing table (IR) and status conditions.
+
+A pure function: no clock, no environment, no I/O. Semantic mistakes become conditions and
+drop only the broken part (a listener, a rule, a backendRef answering 500)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from .. import ir
+from ..config import resources as res
+from .backends import translate_backends
+from .backendtls import translate_policies
+from .destinations import Destinations
+from .gateways import ListenerContext, translate_gateways
+from .index import build_index
+from .routes import RouteTable, translate_routes
+from .status import Result
+
+IMPLICIT_LISTENER = "listener/implicit"
+
+
+@dataclass(frozen=True, slots=True)
+class Options:
+    implicit_address: str = "127.0.0.1"  # where the implicit listener binds (config without Gateway)
+    implicit_port: int = 8080
+    bind_address: str = "0.0.0.0"  # where Gateway listeners bind
+
+
+def translate(resources: Iterable[object], options: Options = Options()) -> Result:
+    """The routing table for ``resources`` (as ``config.load`` returns them) and the status of
+    every Gateway, HTTPRoute, Backend and BackendTLSPolicy, sorted by kind, namespace, name.
+
+    Without any Gateway every HTTPRoute attaches to one implicit HTTP listener."""
+    index = build_index(resources)
+    backends, backend_statuses = translate_backends(index)
+    policies, policy_statuses = translate_policies(index)
+    destinations = Destinations(index, backends, policies)
+    if index.gateways:
+        implicit = None
+        listeners, gateway_statuses = translate_gateways(index, options.bind_address)
+    else:
+        implicit = implicit_listener(options)
+        listeners, gateway_statuses = [implicit], []
+    table, route_statuses = translate_routes(index, listeners, destinations, implicit)
+    statuses = backend_statuses + policy_statuses + gateway_statuses + route_statuses
+    config = ir.Config(tuple(_listener(ctx, table) for ctx in listeners if ctx.programmed))
+    return Result(config, tuple(sorted(statuses, key=lambda s: (s.kind, s.namespace, s.name, s.location))))
+
+
+def implicit_listener(options: Options) -> ListenerContext:
+    """The one HTTP listener of a config that has no Gateway; every HTTPRoute attaches to it."""
+    return ListenerContext(
+        gateway=("", ""),
+        name="implicit",
+        ir_name=IMPLICIT_LISTENER,
+        address=options.implicit_address,
+        port=options.implicit_port,
+        protocol="HTTP",
+        hostname=None,
+        allowed_routes=res.AllowedRoutes(),
+        tls=None,
+        programmed=True,
+    )
+
+
+def _listener(ctx: ListenerContext, table: RouteTable) -> ir.Listener:
+    hosts = table.get(ctx.ir_name, {})
+    virtual_hosts = tuple(
+        ir.VirtualHost(
+            name=f"{ctx.ir_name}/{hostname}",
+            hostname=hostname,
+            routes=tuple(route for _, route in sorted(hosts[hostname], key=lambda entry: entry[0])),
+        )
+        for hostname in sorted(hosts, key=_host_order)
+    )
+    return ir.Listener(
+        name=ctx.ir_name,
+        address=ctx.address,
+        port=ctx.port,
+        protocol=ctx.protocol,  # type: ignore[arg-type]
+        virtual_hosts=virtual_hosts,
+        hostname=ctx.hostname,
+        tls=ctx.tls,
+    )
+
+
+def _host_order(hostname: str) -> tuple[int, str]:
+    """Exact names, then wildcards, then ``*`` (the order a reader looks for them)."""
+    return (2 if hostname == "*" else 1 if hostname.startswith("*.") else 0, hostname)
