@@ -30,7 +30,7 @@ def parse_hostport(text: str, default_port: int | None = None) -> tuple[str, int
         host, port = text, ""
     if not port and default_port is not None:
         port = str(default_port)
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not host or not port.isdigit() or not 0 <= int(port) < 65536:
         raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
     return host, int(port)
 

@@ -44,13 +44,18 @@ def load(settings: Settings) -> Result:
 
 
 def report_conditions(result: Result) -> None:
-    """Log every condition that is not a plain success (there is no API server to write to)."""
+    """Log every error condition, and notes on accepted objects (there is no API server to
+    write status to)."""
     for obj in result.statuses:
         for cond in obj.conditions:
-            if not cond.status or cond.reason not in (cond.type, "Programmed"):
-                level = logging.WARNING if not obj.ok else logging.INFO
-                log.log(level, "%s %s/%s (%s): %s=%s %s: %s", obj.kind, obj.namespace, obj.name, obj.location,
-                        cond.type, cond.status, cond.reason, cond.message)
+            if cond.is_error:
+                level = logging.WARNING
+            elif cond.message:
+                level = logging.INFO
+            else:
+                continue
+            log.log(level, "%s %s/%s (%s): %s=%s (%s) %s", obj.kind, obj.namespace, obj.name, obj.location,
+                    cond.type, cond.status, cond.reason, cond.message)
 
 
 class Runtime:
