@@ -14,6 +14,7 @@ from typing import Callable
 
 from .. import ir
 from . import tls
+from .dns import DnsError, Resolver
 from .filters import HeaderOps, compile_mutation
 from .router import HostIndex, Matcher
 
@@ -46,6 +47,16 @@ class CompiledDestination:
             for addr in lookup(ep.host) or ():
                 out.append((addr, ep.port, False))
         return out
+
+    async def resolve(self, resolver: Resolver) -> list[tuple[str, int, bool]] | tuple:
+        """``addresses`` after waiting for the FQDNs' answers: for the first requests, before
+        the DNS cache has any (a failed lookup contributes nothing)."""
+        for ep in self.fqdns:
+            try:
+                await resolver.resolve(ep.host)
+            except DnsError:
+                pass
+        return self.addresses(resolver.lookup)
 
     def pick(self, addresses) -> tuple[str, int, bool]:
         return addresses[next(self._rr) % len(addresses)]

@@ -44,30 +44,19 @@ def connection_tokens(headers: list[tuple[bytes, bytes]]) -> frozenset[bytes]:
     return frozenset(tokens)
 
 
+_ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
+
+
+def _decode_escape(m: re.Match) -> str:
+    byte = int(m.group(1), 16)
+    return chr(byte) if byte in _UNRESERVED else m.group(0).upper()
+
+
 def _decode_unreserved(path: str) -> str:
     """Decode percent-escapes of unreserved characters only (RFC 3986 §6.2.2.2); ``%2F`` and
-    friends stay encoded so a path can never gain a separator."""
-    out = []
-    i = 0
-    n = len(path)
-    while i < n:
-        c = path[i]
-        if c == "%" and i + 2 < n:
-            try:
-                byte = int(path[i + 1: i + 3], 16)
-            except ValueError:
-                out.append(c)
-                i += 1
-                continue
-            if byte in _UNRESERVED:
-                out.append(chr(byte))
-            else:
-                out.append(path[i: i + 3].upper())
-            i += 3
-            continue
-        out.append(c)
-        i += 1
-    return "".join(out)
+    friends stay encoded (upper-cased) so a path can never gain a separator. Only exactly two
+    hex digits make an escape (``int()`` would also take ``+e`` or `` e``)."""
+    return _ESCAPE.sub(_decode_escape, path)
 
 
 def normalize_path(path: str) -> str:

@@ -1,19 +1,18 @@
 """The downstream side: an ``asyncio.Protocol`` over httptools' request parser.
 
 Parser callbacks only build state. A request whose headers are complete becomes an
-``Exchange``; exchanges of one connection are answered strictly in order (pipelining), and
-only the first is active. Routing and local replies happen synchronously; forwarding spawns
-one task that obtains an upstream connection, after which bodies flow callback to callback
-in both directions with backpressure (``pause_reading`` on the other side when a write buffer
-fills). A ``ProxyError`` anywhere becomes exactly one local reply, or a closed connection if the
-response had already started.
+``Exchange`` (``exchange.py``: validation, the heads written each way); exchanges of one
+connection are answered strictly in order (pipelining), and only the first is active. Routing
+and local replies happen synchronously; forwarding spawns one task that obtains an upstream
+connection, after which bodies flow callback to callback in both directions with backpressure
+(``pause_reading`` on the other side when a write buffer fills; ``flow.py`` tracks why the
+client is not being read). A ``ProxyError`` anywhere becomes exactly one local reply, or a
+closed connection if the response had already started.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
-import uuid
 from collections import deque
 from typing import Callable
 
@@ -21,25 +20,21 @@ import httptools
 
 from .. import errors
 from ..errors import BadRequest, HeadersTooLarge, ProxyError
-from ..observe import AccessLog, format_time
+from ..observe import AccessLog
 from . import http
-from .compile import DIRECT, FORWARD, REDIRECT, CompiledBackend, CompiledRoute, Snapshot
-from .dns import DnsError, Resolver
-from .filters import redirect_location, rewrite_path
+from .compile import DIRECT, REDIRECT, Snapshot
+from .dns import Resolver
+from .exchange import Exchange, access_entry, response_head, upstream_head, validate
+from .filters import redirect_location
+from .flow import BUFFERED, PIPELINE, UPSTREAM_FULL, ReadGate
 from .pool import Pool
-from .router import normalize_host
-from .upstream import UpstreamConnection
 
 log = logging.getLogger("pyproxy.server")
 
 BODY_BUFFER_LIMIT = 64 * 1024
 HEADER_TIMEOUT = 30.0
 IDLE_TIMEOUT = 60.0
-
-# Reasons to stop reading from the client; reading resumes when none is left.
-BLOCK_UPSTREAM_FULL = 1  # the upstream's write buffer is full
-BLOCK_BUFFERED = 2  # body bytes buffered while no upstream connection is attached yet
-BLOCK_PIPELINE = 4  # a further request arrived while one is still being answered
+LINGER_TIMEOUT = 2.0
 
 
 class Context:
@@ -51,80 +46,6 @@ class Context:
         self.pool = pool
         self.access_log = access_log
         self.connections: set[HttpProtocol] = set()
-
-
-class Exchange:
-    """One request and its response."""
-
-    __slots__ = (
-        "proto", "method", "target", "path", "query", "version", "keep_alive", "headers", "host", "host_header",
-        "chunked_in", "expect_continue", "start", "start_mono", "request_complete", "started", "response_started",
-        "finished", "discard_body", "body", "body_size", "body_seen", "conn", "reused", "route", "backend", "status",
-        "flags", "bytes_received", "bytes_sent", "chunked_out", "close_after", "timer", "task", "upstream_head",
-        "upstream_addr", "request_id", "retried", "response_filters", "head_request",
-    )
-
-    def __init__(self, proto: "HttpProtocol") -> None:
-        self.proto = proto
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.start = time.time()
-        self.start_mono = time.monotonic()
-        self.method = ""
-        self.target = b""
-        self.path = ""
-        self.query = ""
-        self.version = "1.1"
-        self.keep_alive = True
-        self.host = ""
-        self.host_header = b""
-        self.chunked_in = False
-        self.expect_continue = False
-        self.request_complete = False
-        self.started = False
-        self.response_started = False
-        self.finished = False
-        self.discard_body = False
-        self.body: list[bytes] = []
-        self.body_size = 0
-        self.body_seen = False
-        self.conn: UpstreamConnection | None = None
-        self.reused = False
-        self.route: CompiledRoute | None = None
-        self.backend: CompiledBackend | None = None
-        self.status = 0
-        self.flags = "-"
-        self.bytes_received = 0
-        self.bytes_sent = 0
-        self.chunked_out = False
-        self.close_after = False
-        self.timer: asyncio.TimerHandle | None = None
-        self.task: asyncio.Task | None = None
-        self.upstream_head = b""
-        self.upstream_addr: str | None = None
-        self.request_id = ""
-        self.retried = False
-        self.response_filters: tuple = ()
-        self.head_request = False
-
-    # ------------------------------------------------------------------ ResponseSink
-
-    def response_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], framed: bool) -> None:
-        self.proto.write_response_head(self, status, reason, headers, framed)
-
-    def response_body(self, data: bytes) -> None:
-        self.proto.write_response_body(self, data)
-
-    def response_end(self, reusable: bool) -> None:
-        self.proto.end_response(self, reusable)
-
-    def upstream_failed(self, error: ProxyError) -> None:
-        self.proto.upstream_failed(self, error)
-
-    def upstream_pause(self) -> None:
-        self.proto.block(BLOCK_UPSTREAM_FULL)
-
-    def upstream_resume(self) -> None:
-        self.proto.unblock(BLOCK_UPSTREAM_FULL)
 
 
 class HttpProtocol(asyncio.Protocol):
@@ -142,9 +63,12 @@ class HttpProtocol(asyncio.Protocol):
         self.url = b""
         self.header_count = 0
         self.header_bytes = 0
-        self.blocked = 0
+        self.in_head = False  # between on_message_begin and on_headers_complete
+        self.head_raw = 0  # bytes read while a request head stays incomplete across reads
+        self.gate: ReadGate | None = None
         self.write_paused = False
-        self.reading_stopped = False
+        self.closing = False
+        self.advancing = False  # _after is starting queued exchanges further up the stack
         self.no_more_requests = False
         self.deferred_error: ProxyError | None = None
         self.timer: asyncio.TimerHandle | None = None
@@ -157,6 +81,7 @@ class HttpProtocol(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self.gate = ReadGate(self.transport)
         self.ctx.connections.add(self)
         peer = transport.get_extra_info("peername")
         sock = transport.get_extra_info("sockname")
@@ -166,16 +91,18 @@ class HttpProtocol(asyncio.Protocol):
         self._arm(IDLE_TIMEOUT, self._idle_expired)
 
     def data_received(self, data: bytes) -> None:
-        if self.reading_stopped:
+        if self.gate.stopped:
             return
+        pending = self.parsing if self.in_head else None
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._upgrade()
+            return
         except httptools.HttpParserError as exc:
             cause = exc.__context__
             if isinstance(cause, _StopParsing):
-                self.reading_stopped = True
+                self.gate.stop(drain=True)
             elif isinstance(cause, ProxyError):
                 self._protocol_error(cause)
             elif cause is not None:
@@ -183,11 +110,22 @@ class HttpProtocol(asyncio.Protocol):
                 self._protocol_error(errors.InternalError("internal error"))
             else:
                 self._protocol_error(BadRequest(str(exc)))
+            return
+        if self.in_head:
+            # httptools buffers a header line until it ends and reports it only then, so a
+            # head that keeps growing across reads is measured here, before it is complete.
+            if self.parsing is pending:
+                self.head_raw += len(data)
+                if self.head_raw > http.MAX_HEADER_BYTES:
+                    self._protocol_error(HeadersTooLarge("header section too large"))
+                    return
+            if self.parser.get_http_version() == "0.9":
+                self._protocol_error(BadRequest("HTTP/0.9"))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.ctx.connections.discard(self)
         self._disarm()
-        self.reading_stopped = True
+        self.gate.stopped = True
         for ex in self.queue:
             if not ex.finished:
                 ex.finished = True
@@ -218,8 +156,10 @@ class HttpProtocol(asyncio.Protocol):
         self.url = b""
         self.header_count = 0
         self.header_bytes = 0
+        self.in_head = True
+        self.head_raw = 0
         if self.queue:
-            self.block(BLOCK_PIPELINE)
+            self.gate.block(PIPELINE)
         else:
             self._arm(HEADER_TIMEOUT, self._header_expired)
 
@@ -241,11 +181,12 @@ class HttpProtocol(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         ex = self.parsing
         parser = self.parser
+        self.in_head = False
         ex.method = parser.get_method().decode("latin-1")
         ex.version = parser.get_http_version()
         ex.keep_alive = parser.should_keep_alive()
         ex.head_request = ex.method == "HEAD"
-        self._validate(ex)
+        validate(ex, self.url)
         if not self.queue:
             self._disarm()
         self.queue.append(ex)
@@ -255,7 +196,7 @@ class HttpProtocol(asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         ex = self.parsing
         ex.bytes_received += len(body)
-        if ex.discard_body or ex.finished:
+        if ex.finished:
             return
         ex.body_seen = True
         conn = ex.conn
@@ -268,7 +209,7 @@ class HttpProtocol(asyncio.Protocol):
         ex.body.append(body)
         ex.body_size += len(body)
         if ex.body_size > BODY_BUFFER_LIMIT:
-            self.block(BLOCK_BUFFERED)
+            self.gate.block(BUFFERED)
 
     def on_message_complete(self) -> None:
         ex = self.parsing
@@ -284,61 +225,6 @@ class HttpProtocol(asyncio.Protocol):
             ex.conn.write(b"0\r\n\r\n")
         if ex.started and ex.route is not None and ex.timer is None and not ex.response_started:
             self._start_route_timer(ex)
-
-    # ------------------------------------------------------------------ request validation
-
-    def _validate(self, ex: Exchange) -> None:
-        """Strict framing and target rules (hardening.md §2): anything ambiguous is a 400 and
-        the connection closes."""
-        if ex.method == "CONNECT":
-            raise BadRequest("CONNECT is not supported")
-        hosts = []
-        content_lengths = []
-        transfer_encodings = []
-        for name, value in ex.headers:
-            if name == b"host":
-                hosts.append(value)
-            elif name == b"content-length":
-                content_lengths.append(value)
-            elif name == b"transfer-encoding":
-                transfer_encodings.append(value)
-            elif name == b"expect":
-                if value.strip().lower() == b"100-continue":
-                    ex.expect_continue = ex.version == "1.1"
-            if b"_" in name:
-                raise BadRequest("header name with underscore")
-        if transfer_encodings:
-            if content_lengths or ex.version != "1.1" or len(transfer_encodings) > 1:
-                raise BadRequest("ambiguous framing")
-            if transfer_encodings[0].strip().lower() != b"chunked":
-                raise errors.NotImplementedCoding("unsupported transfer-encoding")
-            ex.chunked_in = True
-        elif content_lengths:
-            first = content_lengths[0]
-            if not first.isdigit() or any(v != first for v in content_lengths):
-                raise BadRequest("invalid content-length")
-        target = self.url
-        if target[:1] != b"/":
-            lowered = target[:8].lower()
-            if lowered.startswith(b"http://") or lowered.startswith(b"https://"):
-                authority, target = http.parse_absolute(target)
-                if hosts and hosts[0].lower() != authority.lower():
-                    raise BadRequest("absolute-form authority differs from Host")
-                hosts = hosts or [authority]
-            elif not (target == b"*" and ex.method == "OPTIONS"):
-                raise BadRequest("invalid request-target")
-        if len(hosts) > 1:
-            raise BadRequest("duplicate Host")
-        if hosts:
-            if not http.valid_host(hosts[0]):
-                raise BadRequest("invalid Host")
-            ex.host_header = hosts[0]
-            ex.host = normalize_host(hosts[0])
-        elif ex.version == "1.1":
-            raise BadRequest("missing Host")
-        ex.target = target
-        path, ex.query = http.split_target(target)
-        ex.path = http.normalize_path(path) if path.startswith("/") else path
 
     # ------------------------------------------------------------------ dispatch
 
@@ -367,7 +253,7 @@ class HttpProtocol(asyncio.Protocol):
         if backend.destination is None:
             self._reply(ex, backend.invalid_status)
             return
-        ex.upstream_head = self._upstream_head(ex, route, backend)
+        ex.upstream_head = upstream_head(ex, route, backend, self.peer_b, self.scheme_b)
         ex.response_filters = tuple(f for f in (route.response_headers, backend.response_headers) if f is not None)
         if ex.expect_continue:
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
@@ -375,52 +261,11 @@ class HttpProtocol(asyncio.Protocol):
             self._start_route_timer(ex)
         ex.task = self.loop.create_task(self._connect(ex), name=f"pyproxy-connect-{ex.request_id}")
 
-    def _upstream_head(self, ex: Exchange, route: CompiledRoute, backend: CompiledBackend) -> bytes:
-        tokens = http.connection_tokens(ex.headers)
-        owned = http.REQUEST_OWNED
-        headers = [h for h in ex.headers if h[0] not in owned and h[0] not in tokens]
-        host = ex.host_header
-        path = ex.path
-        rewrite = route.url_rewrite
-        if rewrite is not None:
-            if rewrite.hostname is not None:
-                _append(headers, b"x-forwarded-host", host)
-                host = rewrite.hostname.encode("latin-1")
-            if rewrite.path is not None:
-                path = rewrite_path(path, rewrite.path)
-        _append(headers, b"x-forwarded-for", self.peer_b)
-        headers.append((b"x-forwarded-proto", self.scheme_b))
-        ex.request_id = str(uuid.uuid4())
-        headers.append((b"x-request-id", ex.request_id.encode()))
-        if route.request_headers is not None:
-            headers = route.request_headers.apply(headers)
-        if backend.request_headers is not None:
-            headers = backend.request_headers.apply(headers)
-        if ex.chunked_in:
-            headers.append((b"transfer-encoding", b"chunked"))
-        else:
-            for name, value in ex.headers:
-                if name == b"content-length":
-                    headers.append((name, value))
-                    break
-        target = path + "?" + ex.query if ex.query else path
-        lines = [b"%s %s HTTP/1.1\r\nhost: %s" % (ex.method.encode(), target.encode("latin-1"), host)]
-        lines.extend(map(b": ".join, headers))
-        lines.append(b"\r\n")
-        return b"\r\n".join(lines)
-
     async def _connect(self, ex: Exchange, fresh: bool = False) -> None:
         dest = ex.backend.destination
         ctx = self.ctx
         try:
-            addresses = dest.addresses(ctx.resolver.lookup)
-            if not addresses and dest.fqdns:
-                for ep in dest.fqdns:
-                    try:
-                        await ctx.resolver.resolve(ep.host)
-                    except DnsError:
-                        pass
-                addresses = dest.addresses(ctx.resolver.lookup)
+            addresses = dest.addresses(ctx.resolver.lookup) or await dest.resolve(ctx.resolver)
             if not addresses:
                 raise errors.NoHealthyUpstream("no endpoint")
             host, port, unix = dest.pick(addresses)
@@ -429,6 +274,11 @@ class HttpProtocol(asyncio.Protocol):
         except ProxyError as exc:
             if not ex.finished:
                 self._fail(ex, exc)
+            return
+        except Exception:
+            log.exception("internal error while connecting upstream")
+            if not ex.finished:
+                self._fail(ex, errors.InternalError("internal error"))
             return
         if ex.finished:
             ctx.pool.release(conn)
@@ -447,7 +297,7 @@ class HttpProtocol(asyncio.Protocol):
             conn.write(b"0\r\n\r\n")
         if self.write_paused:
             conn.transport.pause_reading()
-        self.unblock(BLOCK_BUFFERED)
+        self.gate.unblock(BUFFERED)
 
     def _start_route_timer(self, ex: Exchange) -> None:
         timeouts = ex.route.timeouts
@@ -464,39 +314,10 @@ class HttpProtocol(asyncio.Protocol):
 
     # ------------------------------------------------------------------ response path (upstream callbacks)
 
-    def write_response_head(self, ex: Exchange, status: int, reason: bytes, headers: list[tuple[bytes, bytes]],
-                            framed: bool) -> None:
+    def write_response_head(self, ex: Exchange, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> None:
         ex.response_started = True
         ex.status = status
-        tokens = http.connection_tokens(headers)
-        content_length = None
-        out = []
-        for h in headers:
-            name = h[0]
-            if name == b"content-length":
-                content_length = h[1]
-            elif name not in http.HOP_BY_HOP and name not in tokens:
-                out.append(h)
-        for ops in ex.response_filters:
-            out = ops.apply(out)
-        bodiless = ex.head_request or status in (204, 304)
-        if content_length is not None:
-            if status != 204:
-                out.append((b"content-length", content_length))
-        elif not bodiless:
-            if ex.version == "1.1":
-                ex.chunked_out = True
-                out.append((b"transfer-encoding", b"chunked"))
-            else:
-                ex.close_after = True
-        if ex.close_after or not ex.keep_alive:
-            out.append((b"connection", b"close"))
-        elif ex.version == "1.0":
-            out.append((b"connection", b"keep-alive"))
-        lines = [b"HTTP/1.1 %d %s" % (status, reason or http.REASONS.get(status, b""))]
-        lines.extend(map(b": ".join, out))
-        lines.append(b"\r\n")
-        self.transport.write(b"\r\n".join(lines))
+        self.transport.write(response_head(ex, status, reason, headers))
 
     def write_response_body(self, ex: Exchange, data: bytes) -> None:
         ex.bytes_sent += len(data)
@@ -513,6 +334,8 @@ class HttpProtocol(asyncio.Protocol):
         conn, ex.conn = ex.conn, None
         if conn is not None:
             if reusable and ex.request_complete:
+                if self.write_paused:
+                    conn.transport.resume_reading()  # paused for this client, not for its next user
                 self.ctx.pool.release(conn)
             else:
                 conn.close()
@@ -544,14 +367,12 @@ class HttpProtocol(asyncio.Protocol):
         ex.status = status
         ex.response_started = True
         ex.bytes_sent += len(body)
-        if ex.expect_continue and not ex.request_complete:
-            close = True
-        close = close or not ex.keep_alive
+        # Like Envoy on HTTP/1: an answer before the request body was read ends the connection
+        # instead of reading (and discarding) a body of any size.
+        close = close or not ex.keep_alive or (ex.has_body and not ex.request_complete)
         if close:
             ex.close_after = True
         self.transport.write(http.local_reply(status, b"" if ex.head_request else body, close=close, extra=extra))
-        if not ex.request_complete:
-            ex.discard_body = True
         self._finish(ex)
 
     def _fail(self, ex: Exchange, error: ProxyError) -> None:
@@ -561,7 +382,7 @@ class HttpProtocol(asyncio.Protocol):
         if ex.response_started:
             ex.finished = True
             self._log(ex)
-            self.transport.close()
+            self._close()
             return
         self._reply(ex, error.status, error.body.encode(), close=error.close)
 
@@ -577,9 +398,11 @@ class HttpProtocol(asyncio.Protocol):
 
     def _finish(self, ex: Exchange) -> None:
         ex.finished = True
+        ex.body = []
         if ex.timer is not None:
             ex.timer.cancel()
             ex.timer = None
+        self.gate.unblock(UPSTREAM_FULL | BUFFERED)
         self._log(ex)
         if ex.request_complete or ex.close_after:
             self._after(ex)
@@ -591,63 +414,52 @@ class HttpProtocol(asyncio.Protocol):
         if ex.close_after or not ex.keep_alive:
             self._close()
             return
-        if self.queue:
-            nxt = self.queue[0]
-            if len(self.queue) == 1:
-                self.unblock(BLOCK_PIPELINE)
-            self._start(nxt)
+        if self.advancing:
             return
-        self.unblock(BLOCK_PIPELINE)
+        # A loop, not recursion: queued exchanges answered locally finish inside _start.
+        self.advancing = True
+        try:
+            while self.queue and not self.closing and not self.queue[0].started:
+                if len(self.queue) == 1:
+                    self.gate.unblock(PIPELINE)
+                self._start(self.queue[0])
+        finally:
+            self.advancing = False
+        if self.queue or self.closing:
+            return
+        self.gate.unblock(PIPELINE)
         if self.deferred_error is not None:
             self._send_error(self.deferred_error)
         elif self.parsing is None:
             self._arm(IDLE_TIMEOUT, self._idle_expired)
 
     def _close(self) -> None:
-        self.reading_stopped = True
+        """Close after the last response. Over TCP, half-close instead and keep reading (and
+        discarding) for a moment: closing with unread input makes the kernel send RST, which
+        can destroy the response before the client reads it (nginx's lingering close). The
+        client's EOF or LINGER_TIMEOUT ends it."""
+        self.closing = True
         self._disarm()
-        if self.transport is not None:
-            self.transport.close()
+        transport = self.transport
+        if transport.is_closing():
+            self.gate.stopped = True
+        elif transport.can_write_eof():
+            transport.write_eof()
+            self.gate.stop(drain=True)
+            self.timer = self.loop.call_later(LINGER_TIMEOUT, transport.close)
+        else:
+            self.gate.stopped = True
+            transport.close()
 
     def _log(self, ex: Exchange) -> None:
-        access_log = self.ctx.access_log
-        if not access_log.enabled:
-            return
-        route = ex.route
-        dest = ex.backend.destination if ex.backend is not None else None
-        user_agent = forwarded = None
-        for name, value in ex.headers:
-            if name == b"user-agent":
-                user_agent = value.decode("latin-1")
-            elif name == b"x-forwarded-for":
-                forwarded = value.decode("latin-1")
-        access_log.write({
-            "start_time": format_time(ex.start),
-            "method": ex.method,
-            "x-envoy-origin-path": ex.target.decode("latin-1"),
-            "protocol": "HTTP/" + ex.version,
-            "response_code": ex.status,
-            "response_flags": ex.flags,
-            "bytes_received": ex.bytes_received,
-            "bytes_sent": ex.bytes_sent,
-            "duration": int((time.monotonic() - ex.start_mono) * 1000),
-            "x-forwarded-for": forwarded,
-            "user-agent": user_agent,
-            "x-request-id": ex.request_id or None,
-            ":authority": ex.host_header.decode("latin-1") or None,
-            "upstream_host": ex.upstream_addr,
-            "upstream_cluster": dest.name if dest is not None else None,
-            "downstream_local_address": self.local,
-            "downstream_remote_address": self.peer,
-            "route_name": route.name if route is not None else None,
-        })
+        if self.ctx.access_log.enabled:
+            self.ctx.access_log.write(access_entry(ex, self.local, self.peer))
 
     # ------------------------------------------------------------------ errors on the connection
 
     def _protocol_error(self, error: ProxyError) -> None:
         """A malformed request: stop reading; answer the exchanges before it, then this error."""
-        self.reading_stopped = True
-        self.transport.pause_reading()
+        self.gate.stop()
         ex = self.parsing
         self.parsing = None
         if ex is not None and ex in self.queue:
@@ -675,16 +487,12 @@ class HttpProtocol(asyncio.Protocol):
 
     # ------------------------------------------------------------------ flow control and timers
 
-    def block(self, reason: int) -> None:
-        if not self.blocked and not self.reading_stopped:
-            self.transport.pause_reading()
-        self.blocked |= reason
-
-    def unblock(self, reason: int) -> None:
-        if self.blocked & reason:
-            self.blocked &= ~reason
-            if not self.blocked and not self.reading_stopped:
-                self.transport.resume_reading()
+    def upstream_write_paused(self, paused: bool) -> None:
+        """The upstream's write buffer filled (stop reading the request body) or drained."""
+        if paused:
+            self.gate.block(UPSTREAM_FULL)
+        else:
+            self.gate.unblock(UPSTREAM_FULL)
 
     def _arm(self, delay: float, callback: Callable[[], None]) -> None:
         if self.timer is not None:
@@ -711,11 +519,3 @@ class HttpProtocol(asyncio.Protocol):
 class _StopParsing(Exception):
     """Raised from a parser callback to ignore bytes after a request that ends the connection."""
 
-
-def _append(headers: list[tuple[bytes, bytes]], name: bytes, value: bytes) -> None:
-    """Append ``value`` to the first header ``name`` (comma-joined), or add it."""
-    for i, (hname, hvalue) in enumerate(headers):
-        if hname == name:
-            headers[i] = (hname, hvalue + b", " + value)
-            return
-    headers.append((name, value))

@@ -11,6 +11,7 @@ from typing import Protocol as TypingProtocol
 import httptools
 
 from ..errors import ProxyError, UpstreamProtocolError, UpstreamReset
+from .http import MAX_HEADER_BYTES, MAX_HEADERS
 
 log = logging.getLogger("pyproxy.upstream")
 
@@ -18,7 +19,7 @@ log = logging.getLogger("pyproxy.upstream")
 class ResponseSink(TypingProtocol):
     """What an upstream connection feeds: the exchange that sent the request."""
 
-    def response_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]], framed: bool) -> None: ...
+    def response_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> None: ...
 
     def response_body(self, data: bytes) -> None: ...
 
@@ -32,10 +33,14 @@ class ResponseSink(TypingProtocol):
 
 
 class UpstreamConnection(asyncio.Protocol):
-    """One keep-alive connection to an upstream address; carries one request at a time."""
+    """One keep-alive connection to an upstream address; carries one request at a time.
+
+    Any response byte that arrives while no request is waiting for it (bytes after a complete
+    response, a body on a HEAD response, anything while idle in the pool) poisons the
+    connection: it is aborted, never reused, because its framing can no longer be trusted."""
 
     __slots__ = ("key", "transport", "parser", "sink", "closed", "head_request", "_headers", "_reason",
-                 "_informational", "_status", "_close_delimited", "got_bytes", "on_lost")
+                 "_informational", "_status", "_close_delimited", "_head_bytes", "on_lost")
 
     def __init__(self, key: tuple) -> None:
         self.key = key
@@ -49,7 +54,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._status = 0
         self._informational = False
         self._close_delimited = False
-        self.got_bytes = False  # any response byte seen for the current request
+        self._head_bytes = 0  # size of the response head so far (status line and headers)
         self.on_lost = None  # set by the pool: called once when the connection goes away
 
     # ------------------------------------------------------------------ used by the exchange
@@ -57,14 +62,10 @@ class UpstreamConnection(asyncio.Protocol):
     def start(self, sink: ResponseSink, head: bytes, head_request: bool) -> None:
         self.sink = sink
         self.head_request = head_request
-        self.got_bytes = False
         self.transport.write(head)
 
     def write(self, data: bytes) -> None:
         self.transport.write(data)
-
-    def detach(self) -> None:
-        self.sink = None
 
     def close(self) -> None:
         self.sink = None
@@ -85,19 +86,26 @@ class UpstreamConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self.sink is None:
-            # Bytes while idle (or after the response we wanted) poison the connection.
             self.abort()
             return
-        self.got_bytes = True
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
             self._fail(UpstreamProtocolError("upgrade response"))
         except httptools.HttpParserError as exc:
             cause = exc.__context__
-            if cause is not None and not isinstance(cause, httptools.HttpParserError):
+            if isinstance(cause, ProxyError):
+                self._fail(cause)
+                return
+            if cause is not None:
                 log.error("internal error while relaying a response", exc_info=cause)
             self._fail(UpstreamProtocolError(f"invalid response: {exc}"))
+            return
+        if self._status == 0 and self.sink is not None:
+            # Still inside the head: httptools buffers a header line until it ends, so bound it here.
+            self._head_bytes += len(data)
+            if self._head_bytes > MAX_HEADER_BYTES:
+                self._fail(UpstreamProtocolError("response headers too large"))
 
     def eof_received(self) -> bool:
         return False
@@ -125,9 +133,12 @@ class UpstreamConnection(asyncio.Protocol):
     # ------------------------------------------------------------------ parser callbacks
 
     def on_message_begin(self) -> None:
+        if self.sink is None:
+            raise UpstreamProtocolError("response without a request")
         self._headers = []
         self._reason = b""
         self._status = 0
+        self._head_bytes = 0
         self._close_delimited = False
 
     def on_status(self, reason: bytes) -> None:
@@ -135,21 +146,22 @@ class UpstreamConnection(asyncio.Protocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name.lower(), value))
+        if len(self._headers) > MAX_HEADERS or len(value) > MAX_HEADER_BYTES:
+            raise UpstreamProtocolError("response headers too large")
 
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
         self._status = status
         if status == 101:
-            raise httptools.HttpParserError("101 Switching Protocols without an upgrade request")
+            raise UpstreamProtocolError("101 Switching Protocols without an upgrade request")
         if status < 200:
             self._informational = True
             return
         self._informational = False
-        framed = status in (204, 304) or self.head_request or any(
+        self._close_delimited = not (status in (204, 304) or self.head_request or any(
             name in (b"content-length", b"transfer-encoding") for name, _ in self._headers
-        )
-        self._close_delimited = not framed
-        self.sink.response_head(status, self._reason, self._headers, framed)
+        ))
+        self.sink.response_head(status, self._reason, self._headers)
         if self.head_request and self.sink is not None:
             # httptools cannot be told the request was HEAD; the response is complete now and
             # a fresh parser takes the next one (the old one would wait for a body).
@@ -158,8 +170,9 @@ class UpstreamConnection(asyncio.Protocol):
             self._finish(keep_alive)
 
     def on_body(self, body: bytes) -> None:
-        if self.sink is not None and not self._informational:
-            self.sink.response_body(body)
+        if self.sink is None:
+            raise UpstreamProtocolError("body bytes after the response")
+        self.sink.response_body(body)
 
     def on_message_complete(self) -> None:
         if self._informational:

@@ -270,12 +270,10 @@ async def test_a_failed_refresh_keeps_the_last_good_answer(dns_server, resolver,
     await eventually(lambda: resolver.lookup("backend.test") == ("127.0.0.2",))
 
     dns_server.set_failure("backend.test", "SERVFAIL")
-    failed_from = dns_server.queries("backend.test")
-    await eventually(lambda: dns_server.queries("backend.test") >= failed_from + 2)
+    await eventually(lambda: resolver.stats["failures"] >= 2)
 
     assert resolver.lookup("backend.test") == ("127.0.0.2",)
     assert await resolver.resolve("backend.test") == ("127.0.0.2",)
-    assert resolver.stats["failures"] >= 2
     assert any(r.levelno == logging.WARNING and "keeping 127.0.0.2" in r.getMessage() for r in caplog.records)
 
     dns_server.set("backend.test", ["127.0.0.3"])

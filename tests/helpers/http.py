@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import ssl
+import weakref
 from dataclasses import dataclass, field
 
 import httptools
@@ -145,18 +146,30 @@ class Seen:
 @dataclass
 class Upstream:
     """A recording aiohttp upstream. Paths: ``/status/<code>``, ``/bytes/<n>`` (n bytes),
-    ``/delay/<seconds>``; anything else echoes the request as JSON."""
+    ``/delay/<seconds>``, ``/stream/<n>`` (n bytes written in 64 KiB chunks, progress in
+    ``streamed``), ``/sink`` (reads the body without keeping it, size in ``sunk``); anything
+    else echoes the request as JSON."""
 
     port: int = 0
     seen: list[Seen] = field(default_factory=list)
     runner: web.AppRunner | None = None
+    streamed: int = 0
+    sunk: int = 0
+    # server-side SSLObjects do not expose the SNI they received; an sni_callback records it
+    _sni: weakref.WeakKeyDictionary = field(default_factory=weakref.WeakKeyDictionary)
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
+        if request.path.startswith("/stream/"):
+            return await self._stream(request, int(request.path.split("/")[2]))
+        if request.path == "/sink":
+            async for chunk in request.content.iter_any():
+                self.sunk += len(chunk)
+            return web.json_response({"received": self.sunk})
         body = await request.read()
         ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
+        sni = self._sni.get(ssl_object) if ssl_object is not None else None
         headers = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in request.raw_headers]
-        self.seen.append(Seen(request.method, request.path_qs, headers, body,
-                              ssl_object.server_name if ssl_object else None))
+        self.seen.append(Seen(request.method, request.path_qs, headers, body, sni))
         parts = request.path.split("/")
         if len(parts) > 2 and parts[1] == "status":
             return web.Response(status=int(parts[2]), text="status")
@@ -169,10 +182,26 @@ class Upstream:
             "path": request.path_qs,
             "headers": headers,
             "body": body.decode("latin-1"),
-            "sni": ssl_object.server_name if ssl_object else None,
+            "sni": sni,
         }, headers={"x-upstream": "yes"})
 
+    async def _stream(self, request: web.Request, size: int) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"content-length": str(size)})
+        await response.prepare(request)
+        chunk = b"x" * 65536
+        self.streamed = 0
+        while self.streamed < size:
+            piece = chunk[: size - self.streamed]
+            await response.write(piece)
+            self.streamed += len(piece)
+        await response.write_eof()
+        return response
+
     async def start(self, host: str = "127.0.0.1", port: int = 0, ssl_context: ssl.SSLContext | None = None) -> "Upstream":
+        if ssl_context is not None:
+            def record_sni(ssl_object: ssl.SSLObject, server_name: str | None, _ctx: ssl.SSLContext) -> None:
+                self._sni[ssl_object] = server_name
+            ssl_context.sni_callback = record_sni
         app = web.Application(client_max_size=1 << 31)
         app.router.add_route("*", "/{tail:.*}", self.handle)
         self.runner = web.AppRunner(app, access_log=None)

@@ -104,3 +104,27 @@ async def test_admin_ready_and_config_dump_then_clean_sigterm():
         code, out, err = proxy.stop()
     assert code == 0, err
     assert "Traceback" not in err
+
+
+async def test_demo_serves_offline_through_verified_tls():
+    """`pyproxy demo`: a local HTTPS upstream with a fresh CA, pyproxy in front, seed-shaped."""
+    proxy = start_proxy("demo", "--access-log", "off")
+    try:
+        await asyncio.to_thread(proxy.wait_ready)
+
+        def get() -> dict:
+            req = urllib.request.Request(f"http://127.0.0.1:{proxy.listen_port}/get?demo=1",
+                                         headers={"Host": "www.example.com"})
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                assert resp.status == 200
+                return json.load(resp)
+
+        body = await asyncio.to_thread(get)
+        assert body["path"] == "/get?demo=1"
+        assert body["headers"]["Host"] == "localhost"
+        assert body["headers"]["X-Forwarded-Host"] == "www.example.com"
+        assert body["served_by"] == "pyproxy demo upstream over TLS"
+    finally:
+        code, _, err = proxy.stop()
+    assert code == 0, err
+    assert "curl -H 'Host: www.example.com'" in err
