@@ -175,6 +175,33 @@ class Timeouts:
     backend_request: float | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Retry:
+    """Retries of one request (HTTPRoute ``retry``). ``retries`` is the number of further
+    attempts after the first (Envoy Gateway maps ``attempts`` to Envoy's ``num_retries``).
+    An attempt is retried when the upstream answers one of ``codes``, or when connecting or
+    the connection fails before a response; ``backoff`` is the wait before each retry."""
+
+    retries: int
+    codes: tuple[int, ...] = ()
+    backoff: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Cors:
+    """The CORS filter: the proxy answers preflight requests itself and adds the
+    ``access-control-*`` headers to responses of allowed origins. Origins may hold a ``*``
+    wildcard in the host (``https://*.example.com``) or be ``*``; methods and headers may be
+    ``*``."""
+
+    allow_origins: tuple[str, ...] = ()
+    allow_methods: tuple[str, ...] = ()
+    allow_headers: tuple[str, ...] = ()
+    expose_headers: tuple[str, ...] = ()
+    allow_credentials: bool = False
+    max_age: int = 5
+
+
 Action = Union[Forward, Redirect, DirectResponse]
 
 
@@ -188,6 +215,8 @@ class Route:
     url_rewrite: URLRewrite | None = None
     mirrors: tuple[Mirror, ...] = ()
     timeouts: Timeouts = field(default_factory=Timeouts)
+    retry: Retry | None = None
+    cors: Cors | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,60 +21,95 @@ DEFAULT_IDLE_TIMEOUT = 60.0
 
 
 class Pool:
+    """Idle connections per key, most recently used first. Idle expiry is swept periodically
+    (one timer per pool, not one per connection: releasing and taking a connection is on the
+    per-request path)."""
+
     def __init__(self, idle_timeout: float = DEFAULT_IDLE_TIMEOUT, max_idle_per_key: int = 256) -> None:
         self.idle_timeout = idle_timeout
         self.max_idle_per_key = max_idle_per_key
         self._idle: dict[tuple, list[UpstreamConnection]] = {}
-        self._timers: dict[UpstreamConnection, asyncio.TimerHandle] = {}
+        self._sweeper: asyncio.TimerHandle | None = None
         self.connects = 0  # new connections opened (for tests and metrics)
+
+    @staticmethod
+    def key(dest: CompiledDestination, host: str, port: int, unix: bool) -> tuple:
+        return (host, port, unix, id(dest.ssl_context), dest.tls.sni if dest.tls else None)
+
+    def take(self, key: tuple) -> UpstreamConnection | None:
+        """An idle connection for ``key``, without waiting; None when there is none."""
+        idle = self._idle.get(key)
+        while idle:
+            conn = idle.pop()
+            if not conn.closed:
+                return conn
+        return None
 
     async def acquire(self, dest: CompiledDestination, host: str, port: int, unix: bool,
                       fresh: bool = False) -> tuple[UpstreamConnection, bool]:
         """A connection to (host, port) for ``dest``, and whether it was reused from the pool;
         ``fresh`` skips the idle connections."""
-        sni = dest.tls.sni if dest.tls else None
-        key = (host, port, unix, id(dest.ssl_context), sni)
-        idle = None if fresh else self._idle.get(key)
-        while idle:
-            conn = idle.pop()
-            timer = self._timers.pop(conn, None)
-            if timer is not None:
-                timer.cancel()
-            if not conn.closed:
-                return conn, True
-        return await self._connect(key, dest, host, port, unix, sni), False
+        key = self.key(dest, host, port, unix)
+        conn = None if fresh else self.take(key)
+        if conn is not None:
+            return conn, True
+        return await self.connect(key, dest, host, port, unix), False
 
     def release(self, conn: UpstreamConnection) -> None:
         """Return a connection whose exchange finished cleanly and that may be reused."""
         if conn.closed:
             return
-        idle = self._idle.setdefault(conn.key, [])
+        idle = self._idle.get(conn.key)
+        if idle is None:
+            idle = self._idle[conn.key] = []
         if len(idle) >= self.max_idle_per_key:
             conn.close()
             return
+        loop = asyncio.get_running_loop()
+        conn.idle_since = loop.time()
         idle.append(conn)
-        self._timers[conn] = asyncio.get_running_loop().call_later(self.idle_timeout, conn.close)
+        if self._sweeper is None:
+            self._sweeper = loop.call_later(self._sweep_interval(), self._sweep)
 
     def close(self) -> None:
         for conns in self._idle.values():
             for conn in conns:
                 conn.close()
-        for timer in self._timers.values():
-            timer.cancel()
         self._idle.clear()
-        self._timers.clear()
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            self._sweeper = None
+
+    def _sweep_interval(self) -> float:
+        return max(0.05, min(self.idle_timeout / 4, 5.0))
+
+    def _sweep(self) -> None:
+        """Close connections idle for longer than ``idle_timeout`` (they sit oldest first)."""
+        self._sweeper = None
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() - self.idle_timeout
+        for key in list(self._idle):
+            idle = self._idle[key]
+            expired = 0
+            while expired < len(idle) and idle[expired].idle_since <= deadline:
+                idle[expired].close()
+                expired += 1
+            del idle[:expired]
+            if not idle:
+                del self._idle[key]
+        if self._idle:
+            self._sweeper = loop.call_later(self._sweep_interval(), self._sweep)
 
     def _lost(self, conn: UpstreamConnection) -> None:
-        timer = self._timers.pop(conn, None)
-        if timer is not None:
-            timer.cancel()
-            idle = self._idle.get(conn.key)
-            if idle and conn in idle:
-                idle.remove(conn)
+        idle = self._idle.get(conn.key)
+        if idle and conn in idle:
+            idle.remove(conn)
 
-    async def _connect(self, key: tuple, dest: CompiledDestination, host: str, port: int, unix: bool,
-                       sni: str | None) -> UpstreamConnection:
+    async def connect(self, key: tuple, dest: CompiledDestination, host: str, port: int,
+                      unix: bool) -> UpstreamConnection:
+        """A new connection (TCP or unix, then TLS and the peer name check when ``dest`` has TLS)."""
         loop = asyncio.get_running_loop()
+        sni = key[4]
         ctx = dest.ssl_context
 
         def factory() -> UpstreamConnection:

@@ -259,18 +259,36 @@ class HttpProtocol(asyncio.Protocol):
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         if ex.request_complete:
             self._start_route_timer(ex)
-        ex.task = self.loop.create_task(self._connect(ex), name=f"pyproxy-connect-{ex.request_id}")
+        self._dispatch(ex)
 
-    async def _connect(self, ex: Exchange, fresh: bool = False) -> None:
+    def _dispatch(self, ex: Exchange, fresh: bool = False) -> None:
+        """Attach an idle pooled connection right away when there is one (the common case,
+        no task); otherwise start a task that resolves and connects."""
+        dest = ex.backend.destination
+        addresses = dest.addresses(self.ctx.resolver.lookup)
+        target = None
+        if addresses:
+            target = dest.pick(addresses)
+            ex.upstream_addr = target[0] if target[2] else f"{target[0]}:{target[1]}"
+            if not fresh:
+                pool = self.ctx.pool
+                conn = pool.take(pool.key(dest, *target))
+                if conn is not None:
+                    self._attach(ex, conn, True)
+                    return
+        ex.task = self.loop.create_task(self._connect(ex, target, fresh), name="pyproxy-connect")
+
+    async def _connect(self, ex: Exchange, target: tuple[str, int, bool] | None, fresh: bool) -> None:
         dest = ex.backend.destination
         ctx = self.ctx
         try:
-            addresses = dest.addresses(ctx.resolver.lookup) or await dest.resolve(ctx.resolver)
-            if not addresses:
-                raise errors.NoHealthyUpstream("no endpoint")
-            host, port, unix = dest.pick(addresses)
-            ex.upstream_addr = host if unix else f"{host}:{port}"
-            conn, reused = await ctx.pool.acquire(dest, host, port, unix, fresh=fresh)
+            if target is None:
+                addresses = await dest.resolve(ctx.resolver)
+                if not addresses:
+                    raise errors.NoHealthyUpstream("no endpoint")
+                target = dest.pick(addresses)
+                ex.upstream_addr = target[0] if target[2] else f"{target[0]}:{target[1]}"
+            conn, reused = await ctx.pool.acquire(dest, *target, fresh=fresh)
         except ProxyError as exc:
             if not ex.finished:
                 self._fail(ex, exc)
@@ -283,6 +301,10 @@ class HttpProtocol(asyncio.Protocol):
         if ex.finished:
             ctx.pool.release(conn)
             return
+        self._attach(ex, conn, reused)
+
+    def _attach(self, ex: Exchange, conn, reused: bool) -> None:
+        """Send the request head and any body buffered so far on ``conn``."""
         ex.conn = conn
         ex.reused = reused
         conn.start(ex, ex.upstream_head, ex.head_request)
@@ -357,7 +379,7 @@ class HttpProtocol(asyncio.Protocol):
             # The stale keep-alive race: the pooled connection died before our request reached
             # the upstream. Nothing was consumed, so one fresh connection is safe to try.
             ex.retried = True
-            ex.task = self.loop.create_task(self._connect(ex, fresh=True), name=f"pyproxy-retry-{ex.request_id}")
+            self._dispatch(ex, fresh=True)
             return
         self._fail(ex, error)
 

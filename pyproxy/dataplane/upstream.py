@@ -40,7 +40,7 @@ class UpstreamConnection(asyncio.Protocol):
     connection: it is aborted, never reused, because its framing can no longer be trusted."""
 
     __slots__ = ("key", "transport", "parser", "sink", "closed", "head_request", "_headers", "_reason",
-                 "_informational", "_status", "_close_delimited", "_head_bytes", "on_lost")
+                 "_informational", "_status", "_close_delimited", "_head_bytes", "on_lost", "idle_since")
 
     def __init__(self, key: tuple) -> None:
         self.key = key
@@ -56,6 +56,7 @@ class UpstreamConnection(asyncio.Protocol):
         self._close_delimited = False
         self._head_bytes = 0  # size of the response head so far (status line and headers)
         self.on_lost = None  # set by the pool: called once when the connection goes away
+        self.idle_since = 0.0  # loop time when the pool took it back
 
     # ------------------------------------------------------------------ used by the exchange
 
