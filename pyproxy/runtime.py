@@ -104,6 +104,7 @@ class Runtime:
         for server in self._servers:
             server.close()
         if self.context is not None:
+            self.context.stop()
             for proto in list(self.context.connections):
                 proto.transport.close()
         for server in self._servers:

@@ -30,6 +30,7 @@ class Pool:
         self.max_idle_per_key = max_idle_per_key
         self._idle: dict[tuple, list[UpstreamConnection]] = {}
         self._sweeper: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.connects = 0  # new connections opened (for tests and metrics)
 
     @staticmethod
@@ -65,7 +66,10 @@ class Pool:
         if len(idle) >= self.max_idle_per_key:
             conn.close()
             return
-        loop = asyncio.get_running_loop()
+        loop = self._loop
+        if loop is None:
+            # cached: on Python 3.11 get_running_loop() costs a getpid() syscall per call
+            loop = self._loop = asyncio.get_running_loop()
         conn.idle_since = loop.time()
         idle.append(conn)
         if self._sweeper is None:

@@ -35,6 +35,7 @@ BODY_BUFFER_LIMIT = 64 * 1024
 HEADER_TIMEOUT = 30.0
 IDLE_TIMEOUT = 60.0
 LINGER_TIMEOUT = 2.0
+COALESCE_LIMIT = 64 * 1024  # response body pieces up to this size are sent with the head
 
 
 class Context:
@@ -46,6 +47,33 @@ class Context:
         self.pool = pool
         self.access_log = access_log
         self.connections: set[HttpProtocol] = set()
+        self._ticker: asyncio.TimerHandle | None = None
+
+    def watch_deadlines(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Make sure the sweeper runs. Header and idle deadlines are checked by one periodic
+        sweep over the connections instead of a timer armed and cancelled per request."""
+        if self._ticker is None:
+            self._ticker = loop.call_later(_tick_interval(), self._sweep, loop)
+
+    def _sweep(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._ticker = None
+        now = loop.time()
+        for proto in list(self.connections):
+            if proto.deadline_cb is not None and proto.deadline <= now:
+                callback, proto.deadline_cb = proto.deadline_cb, None
+                callback()
+        if self.connections:
+            self.watch_deadlines(loop)
+
+    def stop(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            self._ticker = None
+
+
+def _tick_interval() -> float:
+    """Deadlines fire at most this late: a quarter of the shortest one, at most a second."""
+    return min(1.0, HEADER_TIMEOUT / 4, IDLE_TIMEOUT / 4)
 
 
 class HttpProtocol(asyncio.Protocol):
@@ -71,7 +99,10 @@ class HttpProtocol(asyncio.Protocol):
         self.advancing = False  # _after is starting queued exchanges further up the stack
         self.no_more_requests = False
         self.deferred_error: ProxyError | None = None
-        self.timer: asyncio.TimerHandle | None = None
+        self.timer: asyncio.TimerHandle | None = None  # the lingering close
+        self.deadline = 0.0  # loop time at which deadline_cb fires (header or idle deadline)
+        self.deadline_cb: Callable[[], None] | None = None
+        self.pending: list[bytes] | None = None  # response bytes held until the upstream read ends
         self.peer = ""
         self.peer_b = b""
         self.local = ""
@@ -125,6 +156,9 @@ class HttpProtocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.ctx.connections.discard(self)
         self._disarm()
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
         self.gate.stopped = True
         for ex in self.queue:
             if not ex.finished:
@@ -337,22 +371,44 @@ class HttpProtocol(asyncio.Protocol):
     # ------------------------------------------------------------------ response path (upstream callbacks)
 
     def write_response_head(self, ex: Exchange, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+        """Hold the head: the body that usually follows in the same upstream read goes out in
+        the same send (one syscall per small response instead of two). ``flush`` sends it at
+        the end of that read at the latest."""
         ex.response_started = True
         ex.status = status
-        self.transport.write(response_head(ex, status, reason, headers))
+        self.pending = [response_head(ex, status, reason, headers)]
 
     def write_response_body(self, ex: Exchange, data: bytes) -> None:
         ex.bytes_sent += len(data)
+        pending = self.pending
+        if pending is not None:
+            if len(data) <= COALESCE_LIMIT:
+                if ex.chunked_out:
+                    pending.extend((b"%x\r\n" % len(data), data, b"\r\n"))
+                else:
+                    pending.append(data)
+                return
+            self.flush()
         if ex.chunked_out:
             self.transport.writelines((b"%x\r\n" % len(data), data, b"\r\n"))
         else:
             self.transport.write(data)
 
+    def flush(self) -> None:
+        """Send the held response bytes (called when an upstream read has been processed)."""
+        pending, self.pending = self.pending, None
+        if pending:
+            self.transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+
     def end_response(self, ex: Exchange, reusable: bool) -> None:
         if ex.finished:
             return
         if ex.chunked_out:
-            self.transport.write(b"0\r\n\r\n")
+            if self.pending is not None:
+                self.pending.append(b"0\r\n\r\n")
+            else:
+                self.transport.write(b"0\r\n\r\n")
+        self.flush()
         conn, ex.conn = ex.conn, None
         if conn is not None:
             if reusable and ex.request_complete:
@@ -403,6 +459,7 @@ class HttpProtocol(asyncio.Protocol):
         self._cancel(ex)
         if ex.response_started:
             ex.finished = True
+            self.flush()
             self._log(ex)
             self._close()
             return
@@ -517,22 +574,18 @@ class HttpProtocol(asyncio.Protocol):
             self.gate.unblock(UPSTREAM_FULL)
 
     def _arm(self, delay: float, callback: Callable[[], None]) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-        self.timer = self.loop.call_later(delay, callback)
+        self.deadline = self.loop.time() + delay
+        self.deadline_cb = callback
+        self.ctx.watch_deadlines(self.loop)
 
     def _disarm(self) -> None:
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self.deadline_cb = None
 
     def _idle_expired(self) -> None:
-        self.timer = None
         if not self.queue and self.parsing is None:
             self._close()
 
     def _header_expired(self) -> None:
-        self.timer = None
         if not self.queue:
             self.parsing = None
             self._send_error(errors.RequestTimeout("request headers not received in time"))
