@@ -15,6 +15,7 @@ from typing import Callable
 from .. import ir
 from . import tls
 from .dns import DnsError, Resolver
+from .cors import CompiledCors
 from .filters import HeaderOps, compile_mutation
 from .router import HostIndex, Matcher
 
@@ -74,7 +75,7 @@ class CompiledBackend:
 
 class CompiledRoute:
     __slots__ = ("name", "matcher", "kind", "backends", "_cumulative", "_total", "redirect", "direct",
-                 "request_headers", "response_headers", "url_rewrite", "timeouts")
+                 "request_headers", "response_headers", "url_rewrite", "timeouts", "retry", "cors", "mirrors")
 
     def __init__(self, route: ir.Route, destinations: dict[str, CompiledDestination]) -> None:
         self.name = route.name
@@ -83,6 +84,9 @@ class CompiledRoute:
         self.response_headers: HeaderOps | None = compile_mutation(route.response_headers)
         self.url_rewrite = route.url_rewrite
         self.timeouts = route.timeouts
+        self.retry = route.retry
+        self.cors = CompiledCors(route.cors) if route.cors is not None else None
+        self.mirrors = tuple((destinations[m.destination.name], m.percent) for m in route.mirrors if m.percent > 0)
         self.redirect: ir.Redirect | None = None
         self.direct: ir.DirectResponse | None = None
         self.backends: tuple[CompiledBackend, ...] = ()

@@ -22,6 +22,8 @@ if TYPE_CHECKING:
     from .server import HttpProtocol
 
 
+REPLAY_LIMIT = 64 * 1024  # request body kept for retries and mirrors (Envoy buffers 32-64 KiB)
+
 _ids = random.Random(os.urandom(32))
 
 
@@ -43,6 +45,7 @@ class Exchange:
         "response_started", "finished", "body", "body_size", "body_seen", "conn", "reused", "route", "backend",
         "status", "flags", "bytes_received", "bytes_sent", "chunked_out", "close_after", "timer", "task",
         "upstream_head", "upstream_addr", "request_id", "retried", "response_filters", "head_request",
+        "retries_left", "replay", "replay_size", "try_timer", "discarding", "mirrors", "extra_response_headers",
     )
 
     def __init__(self, proto: "HttpProtocol") -> None:
@@ -86,6 +89,36 @@ class Exchange:
         self.retried = False
         self.response_filters: tuple = ()
         self.head_request = False
+        self.retries_left = 0  # retries the route's policy still allows
+        self.replay: list[bytes] | None = None  # the whole body so far, kept for retries and mirrors
+        self.replay_size = 0
+        self.try_timer: asyncio.TimerHandle | None = None  # per-attempt deadline, or the retry backoff
+        self.discarding = False  # the current upstream answer is dropped (it is being retried)
+        self.mirrors: list | None = None  # mirror destinations this request is copied to
+        self.extra_response_headers: list[tuple[bytes, bytes]] | None = None  # added by filters (CORS)
+
+    # ------------------------------------------------------------------ body kept for replay
+
+    def start_replay(self) -> None:
+        self.replay = list(self.body)
+        self.replay_size = self.body_size
+        if self.replay_size > REPLAY_LIMIT:
+            self.replay = None
+
+    def keep_for_replay(self, chunk: bytes) -> None:
+        self.replay_size += len(chunk)
+        if self.replay_size > REPLAY_LIMIT:
+            self.replay = None  # too large to keep: no retry, no mirror
+        else:
+            self.replay.append(chunk)
+
+    def framed_replay(self) -> list[bytes] | None:
+        """The kept body framed as sent upstream (re-chunked when the request is chunked)."""
+        if self.replay is None:
+            return None
+        if not self.chunked_in:
+            return list(self.replay)
+        return [b"%x\r\n%s\r\n" % (len(c), c) for c in self.replay] + [b"0\r\n\r\n"]
 
     # ------------------------------------------------------------------ ResponseSink
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections import deque
 from typing import Callable
 
@@ -22,7 +23,9 @@ from .. import errors
 from ..errors import BadRequest, HeadersTooLarge, ProxyError
 from ..observe import AccessLog
 from . import http
+from . import mirror, tls
 from .compile import DIRECT, REDIRECT, Snapshot
+from .cors import request_origin
 from .dns import Resolver
 from .exchange import Exchange, access_entry, response_head, upstream_head, validate
 from .filters import redirect_location
@@ -36,6 +39,9 @@ HEADER_TIMEOUT = 30.0
 IDLE_TIMEOUT = 60.0
 LINGER_TIMEOUT = 2.0
 COALESCE_LIMIT = 64 * 1024  # response body pieces up to this size are sent with the head
+DEFAULT_BACKOFF = 0.025  # Envoy's default base interval between retries
+# Attempt failures a route's retry policy retries (besides the status codes it lists).
+RETRIABLE = (errors.UpstreamConnectError, errors.UpstreamReset, errors.UpstreamTimeout)
 
 
 class Context:
@@ -48,6 +54,13 @@ class Context:
         self.access_log = access_log
         self.connections: set[HttpProtocol] = set()
         self._ticker: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task] = set()
+
+    def spawn(self, coro, name: str) -> None:
+        """Run a background task owned by the context (cancelled by ``stop``)."""
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def watch_deadlines(self, loop: asyncio.AbstractEventLoop) -> None:
         """Make sure the sweeper runs. Header and idle deadlines are checked by one periodic
@@ -69,6 +82,8 @@ class Context:
         if self._ticker is not None:
             self._ticker.cancel()
             self._ticker = None
+        for task in list(self._tasks):
+            task.cancel()
 
 
 def _tick_interval() -> float:
@@ -103,6 +118,7 @@ class HttpProtocol(asyncio.Protocol):
         self.deadline = 0.0  # loop time at which deadline_cb fires (header or idle deadline)
         self.deadline_cb: Callable[[], None] | None = None
         self.pending: list[bytes] | None = None  # response bytes held until the upstream read ends
+        self.sni: str | None = None  # the TLS server name the client sent (HTTPS listeners)
         self.peer = ""
         self.peer_b = b""
         self.local = ""
@@ -119,6 +135,9 @@ class HttpProtocol(asyncio.Protocol):
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "")
         self.peer_b = (peer[0] if isinstance(peer, tuple) else "").encode()
         self.local = f"{sock[0]}:{sock[1]}" if isinstance(sock, tuple) else str(sock or "")
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is not None:
+            self.sni = tls.server_name(ssl_object)
         self._arm(IDLE_TIMEOUT, self._idle_expired)
 
     def data_received(self, data: bytes) -> None:
@@ -233,6 +252,8 @@ class HttpProtocol(asyncio.Protocol):
         if ex.finished:
             return
         ex.body_seen = True
+        if ex.replay is not None:
+            ex.keep_for_replay(body)
         conn = ex.conn
         if conn is not None:
             if ex.chunked_in:
@@ -255,10 +276,14 @@ class HttpProtocol(asyncio.Protocol):
             if not ex.close_after:
                 self._after(ex)
             return
-        if ex.conn is not None and ex.chunked_in:
-            ex.conn.write(b"0\r\n\r\n")
+        if ex.conn is not None:
+            if ex.chunked_in:
+                ex.conn.write(b"0\r\n\r\n")
+            self._start_try_timer(ex)
         if ex.started and ex.route is not None and ex.timer is None and not ex.response_started:
             self._start_route_timer(ex)
+        if ex.mirrors:
+            self._send_mirrors(ex)
 
     # ------------------------------------------------------------------ dispatch
 
@@ -268,6 +293,10 @@ class HttpProtocol(asyncio.Protocol):
         snapshot = self.ctx.snapshot
         group = snapshot.groups.get(self.group_key)
         listener = group.listeners.find(ex.host) if group is not None else None
+        if listener is not None and self.sni is not None and group.listeners.find(self.sni) is not listener:
+            # TLS picked another listener than the Host names: Misdirected Request (RFC 9110 §15.5.20)
+            self._reply(ex, 421)
+            return
         vhost = listener.vhosts.find(ex.host) if listener is not None else None
         route = vhost.match(ex.method, ex.path, ex.query, ex.headers) if vhost is not None else None
         if route is None:
@@ -275,6 +304,8 @@ class HttpProtocol(asyncio.Protocol):
             self._reply(ex, 404)
             return
         ex.route = route
+        if route.cors is not None and self._cors(ex, route.cors):
+            return
         if route.kind == REDIRECT:
             location = redirect_location(route.redirect, self.scheme, ex.host, self.group_key[1], ex.path, ex.query)
             self._reply(ex, route.redirect.status_code, extra=[(b"location", location.encode("latin-1"))])
@@ -289,11 +320,49 @@ class HttpProtocol(asyncio.Protocol):
             return
         ex.upstream_head = upstream_head(ex, route, backend, self.peer_b, self.scheme_b)
         ex.response_filters = tuple(f for f in (route.response_headers, backend.response_headers) if f is not None)
+        if route.retry is not None:
+            ex.retries_left = route.retry.retries
+        if route.mirrors:
+            ex.mirrors = [dest for dest, percent in route.mirrors if percent >= 100 or random.random() * 100 < percent]
+        if ex.retries_left or ex.mirrors:
+            ex.start_replay()
         if ex.expect_continue:
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         if ex.request_complete:
             self._start_route_timer(ex)
+            if ex.mirrors:
+                self._send_mirrors(ex)
         self._dispatch(ex)
+
+    def _cors(self, ex: Exchange, cors) -> bool:
+        """Apply the route's CORS filter; True when it answered the request (a preflight)."""
+        origin, method, request_headers = request_origin(ex.headers)
+        if origin is None:
+            return False
+        allowed = cors.allows(origin.decode("latin-1"))
+        if ex.method == "OPTIONS" and method is not None:
+            # a preflight is the proxy's to answer: 200 with the policy, or 403 for other origins
+            if allowed:
+                self._reply(ex, 200, extra=cors.preflight(origin, method, request_headers))
+            else:
+                self._reply(ex, 403)
+            return True
+        if allowed:
+            ex.extra_response_headers = cors.response(origin)
+        return False
+
+    def _send_mirrors(self, ex: Exchange) -> None:
+        """Copies of the complete request to the mirror destinations; their answers are dropped
+        and they never affect this exchange. A body too large to keep is not mirrored."""
+        mirrors, ex.mirrors = ex.mirrors, None
+        body = ex.framed_replay()
+        if body is None:
+            log.debug("request body too large to mirror")
+            return
+        ctx = self.ctx
+        for dest in mirrors:
+            ctx.spawn(mirror.send(dest, ctx.resolver, ctx.pool, ex.upstream_head, body, ex.head_request),
+                      name="pyproxy-mirror")
 
     def _dispatch(self, ex: Exchange, fresh: bool = False) -> None:
         """Attach an idle pooled connection right away when there is one (the common case,
@@ -325,7 +394,7 @@ class HttpProtocol(asyncio.Protocol):
             conn, reused = await ctx.pool.acquire(dest, *target, fresh=fresh)
         except ProxyError as exc:
             if not ex.finished:
-                self._fail(ex, exc)
+                self._attempt_failed(ex, exc)
             return
         except Exception:
             log.exception("internal error while connecting upstream")
@@ -349,19 +418,31 @@ class HttpProtocol(asyncio.Protocol):
                 conn.transport.writelines([b"%x\r\n%s\r\n" % (len(b), b) for b in body])
             else:
                 conn.transport.writelines(body)
-        if ex.request_complete and ex.chunked_in:
-            conn.write(b"0\r\n\r\n")
+        if ex.request_complete:
+            if ex.chunked_in:
+                conn.write(b"0\r\n\r\n")
+            self._start_try_timer(ex)
         if self.write_paused:
             conn.transport.pause_reading()
         self.gate.unblock(BUFFERED)
 
     def _start_route_timer(self, ex: Exchange) -> None:
-        timeouts = ex.route.timeouts
-        limit = timeouts.request
-        if timeouts.backend_request is not None:
-            limit = timeouts.backend_request if limit is None else min(limit, timeouts.backend_request)
+        """The overall deadline (``timeouts.request``), from the end of the client request."""
+        limit = ex.route.timeouts.request
         if limit is not None:
             ex.timer = self.loop.call_later(limit, self._route_timeout, ex)
+
+    def _start_try_timer(self, ex: Exchange) -> None:
+        """The deadline of one upstream attempt (``timeouts.backendRequest``), from the moment
+        the whole request was sent on it."""
+        limit = ex.route.timeouts.backend_request
+        if limit is not None and ex.try_timer is None:
+            ex.try_timer = self.loop.call_later(limit, self._try_timeout, ex)
+
+    def _try_timeout(self, ex: Exchange) -> None:
+        ex.try_timer = None
+        if not ex.finished and not ex.response_started:
+            self._attempt_failed(ex, errors.UpstreamTimeout())
 
     def _route_timeout(self, ex: Exchange) -> None:
         ex.timer = None
@@ -374,11 +455,19 @@ class HttpProtocol(asyncio.Protocol):
         """Hold the head: the body that usually follows in the same upstream read goes out in
         the same send (one syscall per small response instead of two). ``flush`` sends it at
         the end of that read at the latest."""
+        retry = ex.route.retry
+        if retry is not None and status in retry.codes and self._can_retry(ex):
+            ex.discarding = True  # this answer is dropped; the request is sent again
+            return
         ex.response_started = True
         ex.status = status
+        if ex.extra_response_headers:
+            headers = headers + ex.extra_response_headers
         self.pending = [response_head(ex, status, reason, headers)]
 
     def write_response_body(self, ex: Exchange, data: bytes) -> None:
+        if ex.discarding:
+            return
         ex.bytes_sent += len(data)
         pending = self.pending
         if pending is not None:
@@ -403,6 +492,14 @@ class HttpProtocol(asyncio.Protocol):
     def end_response(self, ex: Exchange, reusable: bool) -> None:
         if ex.finished:
             return
+        if ex.discarding:
+            conn, ex.conn = ex.conn, None
+            if reusable:
+                self.ctx.pool.release(conn)
+            else:
+                conn.close()
+            self._retry(ex)
+            return
         if ex.chunked_out:
             if self.pending is not None:
                 self.pending.append(b"0\r\n\r\n")
@@ -424,20 +521,53 @@ class HttpProtocol(asyncio.Protocol):
     def upstream_failed(self, ex: Exchange, error: ProxyError) -> None:
         if ex.finished:
             return
-        conn, ex.conn = ex.conn, None
-        if conn is not None:
-            conn.abort()
-        retryable = (
+        stale = (
             isinstance(error, errors.UpstreamReset) and ex.reused and not ex.retried and not ex.response_started
-            and not ex.body_seen and ex.method in http.IDEMPOTENT
+            and not ex.body_seen and ex.method in http.IDEMPOTENT and ex.route.retry is None
         )
-        if retryable:
+        if stale:
             # The stale keep-alive race: the pooled connection died before our request reached
             # the upstream. Nothing was consumed, so one fresh connection is safe to try.
+            self._drop_attempt(ex)
             ex.retried = True
             self._dispatch(ex, fresh=True)
             return
+        self._attempt_failed(ex, error)
+
+    def _attempt_failed(self, ex: Exchange, error: ProxyError) -> None:
+        """One upstream attempt failed before anything was relayed to the client: retry it
+        when the route says so, else answer with the error."""
+        self._drop_attempt(ex)
+        if (ex.discarding or isinstance(error, RETRIABLE)) and not ex.response_started and self._can_retry(ex):
+            self._retry(ex)
+            return
         self._fail(ex, error)
+
+    def _drop_attempt(self, ex: Exchange) -> None:
+        conn, ex.conn = ex.conn, None
+        if conn is not None:
+            conn.abort()
+        if ex.try_timer is not None:
+            ex.try_timer.cancel()
+            ex.try_timer = None
+
+    @staticmethod
+    def _can_retry(ex: Exchange) -> bool:
+        return ex.retries_left > 0 and ex.request_complete and ex.replay is not None
+
+    def _retry(self, ex: Exchange) -> None:
+        """Send the request again (its body replayed) after the route's backoff."""
+        ex.retries_left -= 1
+        ex.discarding = False
+        self._drop_attempt(ex)
+        ex.body = list(ex.replay)
+        backoff = ex.route.retry.backoff
+        ex.try_timer = self.loop.call_later(DEFAULT_BACKOFF if backoff is None else backoff, self._redispatch, ex)
+
+    def _redispatch(self, ex: Exchange) -> None:
+        ex.try_timer = None
+        if not ex.finished:
+            self._dispatch(ex)
 
     # ------------------------------------------------------------------ completion
 
@@ -471,16 +601,18 @@ class HttpProtocol(asyncio.Protocol):
             ex.timer = None
         if ex.task is not None and not ex.task.done():
             ex.task.cancel()
-        conn, ex.conn = ex.conn, None
-        if conn is not None:
-            conn.abort()
+        self._drop_attempt(ex)
 
     def _finish(self, ex: Exchange) -> None:
         ex.finished = True
         ex.body = []
+        ex.replay = None
         if ex.timer is not None:
             ex.timer.cancel()
             ex.timer = None
+        if ex.try_timer is not None:
+            ex.try_timer.cancel()
+            ex.try_timer = None
         self.gate.unblock(UPSTREAM_FULL | BUFFERED)
         self._log(ex)
         if ex.request_complete or ex.close_after:

@@ -22,6 +22,7 @@ import os
 import re
 import ssl
 import tempfile
+import weakref
 from collections.abc import Callable, Sequence
 
 import certifi
@@ -191,9 +192,18 @@ def _server_context(certs: tuple[ir.Certificate, ...]) -> ssl.SSLContext:
         raise ValueError("an HTTPS listener needs at least one certificate")
     loaded = [_load_certificate(cert) for cert in certs]
     default = loaded[0][0]
-    if len(loaded) > 1:
-        default.sni_callback = _sni_selector(loaded)
+    default.sni_callback = _sni_selector(loaded)
     return default
+
+
+# The server name each TLS connection asked for: server-side SSLObjects do not expose it, so
+# the sni_callback records it (needed to answer 421 when Host and SNI pick different listeners).
+_server_names: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def server_name(ssl_object: ssl.SSLObject) -> str | None:
+    """The SNI a client sent on a connection accepted with a ``server_context``."""
+    return _server_names.get(ssl_object)
 
 
 def _new_server_context() -> ssl.SSLContext:
@@ -253,6 +263,9 @@ def _sni_selector(loaded: list[tuple[ssl.SSLContext, list[str]]]) -> SniCallback
         if server_name is None:
             return
         name = server_name.lower()
+        _server_names[ssl_object] = name
+        if len(loaded) == 1:
+            return
         ctx = exact.get(name)
         if ctx is None:
             label, _, parent = name.partition(".")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..config import resources as res
-from .gateways import ListenerContext, allows_route_kind
+from .gateways import PROTOCOLS, ListenerContext, allows_route_kind
 from .hostnames import effective_hostnames
 from .index import Index, Key
 from .problems import Problem, kind_label
@@ -21,11 +21,17 @@ class Attachment:
 
 @dataclass(frozen=True, slots=True)
 class ParentResult:
-    """One parentRef: where it attached, or why it did not (``problem``)."""
+    """One parentRef: where it attached, or why it did not (``problem``).
+
+    ``counted`` are the accepted listeners the parentRef selects whose allowedRoutes take the
+    route: they count it in their attachedRoutes even when the route is not served there (a
+    listener without its certificate, no hostname in common), as the Gateway API defines that
+    count and Envoy Gateway computes it."""
 
     label: str | None  # None when the route has no parentRefs
     attachments: tuple[Attachment, ...] = ()
     problem: Problem | None = None
+    counted: tuple[ListenerContext, ...] = ()
 
 
 def attach_implicit(route: res.HTTPRoute, listener: ListenerContext) -> list[ParentResult]:
@@ -61,6 +67,9 @@ def _attach(
     where: str,
     listeners: dict[Key, list[ListenerContext]],
 ) -> ParentResult:
+    """In the order Envoy Gateway checks: the parent exists and has the listeners the ref
+    names (NoMatchingParent), they allow the route (NotAllowedByListeners), they are served
+    (NoMatchingParent), their hostnames meet the route's (NoMatchingListenerHostname)."""
     route_ns = route.metadata.namespace
     label = parent_label(ref, route_ns)
     gateway = (ref.namespace or route_ns, ref.name)
@@ -75,33 +84,42 @@ def _attach(
         return ParentResult(
             label, problem=Problem("NoMatchingParent", f"{where}: Gateway {gateway[0]}/{gateway[1]} not found")
         )
-    candidates, problem = _select(listeners[gateway], ref, where)
+    selected, problem = _select(listeners[gateway], ref, where)
     if problem is not None:
         return ParentResult(label, problem=problem)
-    refusals = {c.name: _refusal(index, c, route_ns) for c in candidates}
-    allowed = [c for c in candidates if refusals[c.name] is None]
+    refusals = {c.name: _refusal(index, c, route_ns) for c in selected}
+    allowed = tuple(c for c in selected if refusals[c.name] is None)
     if not allowed:
         reasons = "; ".join(f"listener {name} {why}" for name, why in refusals.items())
         return ParentResult(label, problem=Problem("NotAllowedByListeners", f"{where}: {reasons}"))
+    attachments, problem = _on_served(allowed, route, where)
+    return ParentResult(label, attachments, problem, tuple(c for c in allowed if c.accepted))
+
+
+def _on_served(
+    allowed: tuple[ListenerContext, ...], route: res.HTTPRoute, where: str
+) -> tuple[tuple[Attachment, ...], Problem | None]:
+    """The attachments of a route to the served ones of the listeners that allow it."""
+    served = [c for c in allowed if c.programmed]
+    if not served:
+        names = ", ".join(c.name for c in allowed)
+        return (), Problem("NoMatchingParent", f"{where}: listener(s) {names} are not served; see the Gateway's status")
     attachments = tuple(
-        Attachment(c, hosts) for c in allowed if (hosts := effective_hostnames(c.hostname, route.spec.hostnames))
+        Attachment(c, hosts) for c in served if (hosts := effective_hostnames(c.hostname, route.spec.hostnames))
     )
     if not attachments:
-        names = ", ".join(f"{c.name} ({c.hostname})" for c in allowed)
-        return ParentResult(
-            label,
-            problem=Problem(
-                "NoMatchingListenerHostname",
-                f"{where}: no spec.hostnames entry intersects the hostname of listener(s) {names}",
-            ),
+        names = ", ".join(f"{c.name} ({c.hostname})" for c in served)
+        return (), Problem(
+            "NoMatchingListenerHostname",
+            f"{where}: no spec.hostnames entry intersects the hostname of listener(s) {names}",
         )
-    return ParentResult(label, attachments)
+    return attachments, None
 
 
 def _select(
     candidates: list[ListenerContext], ref: res.ParentReference, where: str
 ) -> tuple[list[ListenerContext], Problem | None]:
-    """The listeners ``ref`` names by sectionName and port, if they are served."""
+    """The listeners ``ref`` names by sectionName and port."""
     if ref.section_name is not None:
         candidates = [c for c in candidates if c.name == ref.section_name]
         if not candidates:
@@ -113,15 +131,16 @@ def _select(
         if not candidates:
             which = f"listener {ref.section_name} is not" if ref.section_name else "no listener of the Gateway is"
             return [], Problem("NoMatchingParent", f"{where}.port: {which} on port {ref.port}")
-    served = [c for c in candidates if c.programmed]
-    if not served:
-        names = ", ".join(c.name for c in candidates) or "(none)"
-        return [], Problem("NoMatchingParent", f"{where}: listener(s) {names} are not served; see the Gateway's status")
-    return served, None
+    if not candidates:
+        return [], Problem("NoMatchingParent", f"{where}: the Gateway has no listeners")
+    return candidates, None
 
 
 def _refusal(index: Index, listener: ListenerContext, route_namespace: str) -> str | None:
-    """Why ``listener``'s allowedRoutes refuse an HTTPRoute from ``route_namespace``, or None."""
+    """Why ``listener`` refuses an HTTPRoute from ``route_namespace``, or None: its protocol
+    takes no HTTPRoutes, or its allowedRoutes leave them out."""
+    if listener.protocol not in PROTOCOLS:
+        return f"has protocol {listener.protocol}, which takes no HTTPRoutes"
     if not allows_route_kind(listener.allowed_routes):
         return "does not list HTTPRoute in allowedRoutes.kinds"
     namespaces = listener.allowed_routes.namespaces

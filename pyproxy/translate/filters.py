@@ -1,9 +1,8 @@
-"""HTTPRoute filters → header mutations, URL rewrite, redirect, mirrors.
+"""HTTPRoute filters → header mutations, URL rewrite, redirect, mirrors, CORS.
 
 Invalid filters raise ``Invalid`` (the rule is dropped). Mirrors whose backendRef cannot be
 resolved are dropped alone, with a ResolvedRefs problem. ExtensionRef filters cannot be
 resolved (pyproxy has no extension kinds) and make the rule answer 500, as the spec requires.
-CORS is not implemented yet: it is ignored with a note.
 """
 
 from __future__ import annotations
@@ -13,6 +12,7 @@ from dataclasses import dataclass, field
 
 from .. import ir
 from ..config import resources as res
+from .cors import translate_cors
 from .destinations import Destinations
 from .hostnames import hostname_problem
 from .matches import header_name
@@ -45,9 +45,9 @@ class FilterPlan:
     redirect: res.HTTPRequestRedirectFilter | None = None
     redirect_where: str = ""
     mirrors: list[ir.Mirror] = field(default_factory=list)
+    cors: ir.Cors | None = None
     unresolved_extension: bool = False
     ref_problems: list[Problem] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
 
 
 def payload(located: Located) -> object:
@@ -99,18 +99,21 @@ def _apply(plan: FilterPlan, located: Located, destinations: Destinations, route
         plan.redirect = _checked_redirect(value, plan.redirect_where)  # type: ignore[arg-type]
     elif spec.type == "RequestMirror":
         _add_mirror(plan, value, f"{where}.requestMirror", destinations, route_namespace)  # type: ignore[arg-type]
-    elif spec.type == "ExtensionRef":
-        ref: res.LocalObjectReference = value  # type: ignore[assignment]
-        plan.unresolved_extension = True
-        plan.ref_problems.append(
-            Problem(
-                "InvalidKind",
-                f"{where}.extensionRef: {kind_label(ref.kind, ref.group)} {ref.name} cannot be resolved: "
-                "pyproxy supports no ExtensionRef filters, so the rule answers 500",
-            )
-        )
+    elif spec.type == "CORS":
+        plan.cors = translate_cors(value, f"{where}.cors")  # type: ignore[arg-type]
     else:
-        plan.notes.append(f"{where} (CORS)")
+        _add_extension_ref(plan, value, f"{where}.extensionRef")  # type: ignore[arg-type]
+
+
+def _add_extension_ref(plan: FilterPlan, ref: res.LocalObjectReference, where: str) -> None:
+    plan.unresolved_extension = True
+    plan.ref_problems.append(
+        Problem(
+            "InvalidKind",
+            f"{where}: {kind_label(ref.kind, ref.group)} {ref.name} cannot be resolved: "
+            "pyproxy supports no ExtensionRef filters, so the rule answers 500",
+        )
+    )
 
 
 def filter_header_mutation(located: Located) -> ir.HeaderMutation:

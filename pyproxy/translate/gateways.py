@@ -6,7 +6,7 @@ port share one socket: conflicts are therefore looked for across Gateways, not o
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass
 
 from .. import ir
@@ -34,7 +34,8 @@ class ListenerContext:
     hostname: str | None
     allowed_routes: res.AllowedRoutes
     tls: ir.ListenerTLS | None
-    programmed: bool
+    accepted: bool  # valid, though perhaps not served (e.g. its certificate is missing)
+    programmed: bool  # served
 
 
 @dataclass(slots=True)
@@ -49,24 +50,42 @@ class _Listener:
     certificates: tuple[ir.Certificate, ...] = ()
 
     @property
+    def valid(self) -> bool:
+        """Accepted: the listener is well-formed and conflicts with no other."""
+        return self.accepted is None and self.conflict is None
+
+    @property
     def programmed(self) -> bool:
         no_certificate = self.spec.protocol == "HTTPS" and not self.certificates
-        return self.accepted is None and self.conflict is None and not no_certificate
+        return self.valid and not no_certificate
 
 
-def translate_gateways(index: Index, bind_address: str) -> tuple[list[ListenerContext], list[ObjectStatus]]:
+@dataclass(frozen=True, slots=True)
+class CheckedGateways:
+    """Every Gateway's listeners, checked. The statuses wait for the routes: each listener
+    reports how many attach to it."""
+
+    index: Index
+    checked: dict[Key, list[_Listener]]
+    listeners: list[ListenerContext]
+
+    def statuses(self, attached: Counter[str]) -> list[ObjectStatus]:
+        """``attached``: listener IR name → number of routes attached to it."""
+        return [
+            object_status("Gateway", gateway, _gateway_conditions(key, self.checked[key], attached))
+            for key, gateway in self.index.gateways.items()
+        ]
+
+
+def translate_gateways(index: Index, bind_address: str) -> CheckedGateways:
     checked = {
         key: [_check_listener(index, gw, i, spec) for i, spec in enumerate(gw.spec.listeners)]
         for key, gw in index.gateways.items()
     }
     _mark_duplicate_names(checked)
     _mark_conflicts([listener for listeners in checked.values() for listener in listeners])
-    contexts: list[ListenerContext] = []
-    statuses: list[ObjectStatus] = []
-    for key, gateway in index.gateways.items():
-        contexts += [_context(key, listener, bind_address) for listener in checked[key]]
-        statuses.append(object_status("Gateway", gateway, _gateway_conditions(checked[key])))
-    return contexts, statuses
+    contexts = [_context(key, listener, bind_address) for key in index.gateways for listener in checked[key]]
+    return CheckedGateways(index, checked, contexts)
 
 
 def allows_route_kind(allowed: res.AllowedRoutes) -> bool:
@@ -80,15 +99,20 @@ def _context(key: Key, listener: _Listener, bind_address: str) -> ListenerContex
     return ListenerContext(
         gateway=key,
         name=spec.name,
-        ir_name=f"gateway/{key[0]}/{key[1]}/{spec.name}",
+        ir_name=listener_ir_name(key, spec.name),
         address=bind_address,
         port=spec.port,
         protocol=spec.protocol,
         hostname=spec.hostname,
         allowed_routes=spec.allowed_routes,
         tls=tls,
+        accepted=listener.valid,
         programmed=listener.programmed,
     )
+
+
+def listener_ir_name(gateway: Key, listener: str) -> str:
+    return f"gateway/{gateway[0]}/{gateway[1]}/{listener}"
 
 
 def _check_listener(index: Index, gateway: res.Gateway, i: int, spec: res.GatewayListener) -> _Listener:
@@ -190,7 +214,10 @@ def _mark_conflicts(listeners: list[_Listener]) -> None:
                     )
 
 
-def _listener_conditions(listener: _Listener) -> list[Condition]:
+def _listener_conditions(listener: _Listener, attached: int) -> list[Condition]:
+    """Accepted, ResolvedRefs, Conflicted (when it is), and Programmed, whose message carries
+    the listener's attachedRoutes (routes whose parentRef selects it and that its
+    allowedRoutes take, whether or not they are served)."""
     name = listener.spec.name
     problem = listener.accepted or listener.conflict
     conditions = [
@@ -203,14 +230,12 @@ def _listener_conditions(listener: _Listener) -> list[Condition]:
         conditions.append(
             Condition("Conflicted", True, listener.conflict.reason, listener.conflict.message, parent=name)
         )
+    count = f"attachedRoutes: {attached}"
     if listener.programmed:
-        conditions.append(Condition("Programmed", True, "Programmed", parent=name))
+        conditions.append(Condition("Programmed", True, "Programmed", count, parent=name))
     else:
-        conditions.append(
-            Condition(
-                "Programmed", False, "Invalid", "the listener is not served; see its other conditions", parent=name
-            )
-        )
+        message = f"the listener is not served; see its other conditions; {count}"
+        conditions.append(Condition("Programmed", False, "Invalid", message, parent=name))
     return conditions
 
 
@@ -220,18 +245,21 @@ def _resolved_refs(problems: tuple[Problem, ...], name: str) -> Condition:
     return Condition("ResolvedRefs", False, problems[0].reason, "; ".join(p.message for p in problems), parent=name)
 
 
-def _gateway_conditions(listeners: list[_Listener]) -> list[Condition]:
-    programmed = [listener for listener in listeners if listener.programmed]
-    if len(programmed) == len(listeners) and listeners:
-        accepted = Condition("Accepted", True, "Accepted")
+def _gateway_conditions(key: Key, listeners: list[_Listener], attached: Counter[str]) -> list[Condition]:
+    """Accepted when at least one listener is (reason ListenersNotValid while any listener is
+    not served); Programmed when at least one listener is served."""
+    not_served = ", ".join(listener.spec.name for listener in listeners if not listener.programmed)
+    if not listeners or not_served:
+        accepted_any = any(listener.valid for listener in listeners)
+        message = f"listeners not served: {not_served or '(no listeners)'}"
+        accepted = Condition("Accepted", accepted_any, "ListenersNotValid", message)
     else:
-        bad = ", ".join(listener.spec.name for listener in listeners if not listener.programmed) or "(no listeners)"
-        accepted = Condition("Accepted", bool(programmed), "ListenersNotValid", f"listeners not served: {bad}")
-    if programmed:
+        accepted = Condition("Accepted", True, "Accepted")
+    if any(listener.programmed for listener in listeners):
         state = Condition("Programmed", True, "Programmed")
     else:
         state = Condition("Programmed", False, "Invalid", "no listener of this Gateway is served")
     conditions = [accepted, state]
     for listener in listeners:
-        conditions += _listener_conditions(listener)
+        conditions += _listener_conditions(listener, attached[listener_ir_name(key, listener.spec.name)])
     return conditions

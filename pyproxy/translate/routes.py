@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
 from .. import ir
@@ -23,6 +23,13 @@ RouteTable = dict[str, dict[str, list[tuple[tuple[object, ...], ir.Route]]]]
 
 
 @dataclass(slots=True)
+class RoutesResult:
+    table: RouteTable
+    statuses: list[ObjectStatus]
+    attached: Counter[str]  # listener IR name → how many routes attach to it (attachedRoutes)
+
+
+@dataclass(slots=True)
 class _Translated:
     """A route's rules, translated once whatever it attaches to."""
 
@@ -30,26 +37,25 @@ class _Translated:
     invalid: Problem | None = None  # the whole route is rejected
     dropped: list[Problem] = field(default_factory=list)
     ref_problems: list[Problem] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
 
 
 def translate_routes(
     index: Index, listeners: list[ListenerContext], destinations: Destinations, implicit: ListenerContext | None
-) -> tuple[RouteTable, list[ObjectStatus]]:
+) -> RoutesResult:
     """Attach every HTTPRoute; ``implicit`` is the listener every route attaches to when the
     config has no Gateway (None otherwise)."""
     by_gateway: dict[Key, list[ListenerContext]] = defaultdict(list)
     for listener in listeners:
         by_gateway[listener.gateway].append(listener)
-    table: RouteTable = defaultdict(lambda: defaultdict(list))
-    statuses: list[ObjectStatus] = []
+    out = RoutesResult(defaultdict(lambda: defaultdict(list)), [], Counter())
     for route in index.routes.values():
         translated = _translate(route, destinations)
         parents = attach_implicit(route, implicit) if implicit else attach_parents(index, route, by_gateway)
         if translated.invalid is None:
-            _add_to_table(table, translated, parents)
-        statuses.append(object_status("HTTPRoute", route, _conditions(translated, parents)))
-    return table, statuses
+            _add_to_table(out.table, translated, parents)
+        out.attached.update({listener.ir_name for parent in parents for listener in parent.counted})
+        out.statuses.append(object_status("HTTPRoute", route, _conditions(translated, parents)))
+    return out
 
 
 def _translate(route: res.HTTPRoute, destinations: Destinations) -> _Translated:
@@ -67,7 +73,6 @@ def _translate(route: res.HTTPRoute, destinations: Destinations) -> _Translated:
             continue
         out.entries += outcome.routes
         out.ref_problems += outcome.ref_problems
-        out.notes += outcome.notes
     if len(out.dropped) == len(rules):
         out.invalid = Problem(
             out.dropped[0].reason, "every rule is invalid: " + "; ".join(p.message for p in out.dropped)
@@ -95,7 +100,8 @@ def _conditions(translated: _Translated, parents: list[ParentResult]) -> list[Co
             message = "rules dropped (their matches are not routed): " + "; ".join(
                 p.message for p in translated.dropped
             )
-            conditions.append(Condition("PartiallyInvalid", True, "UnsupportedValue", message, parent=parent.label))
+            reason = translated.dropped[0].reason
+            conditions.append(Condition("PartiallyInvalid", True, reason, message, parent=parent.label))
     return conditions
 
 
@@ -103,8 +109,7 @@ def _accepted(translated: _Translated, parent: ParentResult) -> Condition:
     problem = parent.problem or translated.invalid
     if problem is not None:
         return Condition("Accepted", False, problem.reason, problem.message, parent=parent.label)
-    message = f"not implemented yet, ignored: {', '.join(translated.notes)}" if translated.notes else ""
-    return Condition("Accepted", True, "Accepted", message, parent=parent.label)
+    return Condition("Accepted", True, "Accepted", parent=parent.label)
 
 
 def _resolved_refs(problems: list[Problem], label: str | None) -> Condition:

@@ -16,6 +16,9 @@ from .problems import Invalid, Problem
 MAX_WEIGHT = 1_000_000
 INVALID_BACKEND_STATUS = 500
 DEFAULT_MATCHES = (res.HTTPRouteMatch(),)
+# Envoy Gateway's retry policy where HTTPRoute leaves a field unset (xds translator route.go).
+DEFAULT_RETRIES = 2
+DEFAULT_RETRY_CODES = (503,)
 
 
 @dataclass(slots=True)
@@ -24,7 +27,6 @@ class RuleOutcome:
 
     routes: list[tuple[tuple[object, ...], ir.Route]] = field(default_factory=list)
     ref_problems: list[Problem] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
 
 
 def translate_rule(route: res.HTTPRoute, i: int, rule: res.HTTPRouteRule, destinations: Destinations) -> RuleOutcome:
@@ -32,11 +34,10 @@ def translate_rule(route: res.HTTPRoute, i: int, rule: res.HTTPRouteRule, destin
     where = f"spec.rules[{i}]"
     matches = [translate_match(m, f"{where}.matches[{j}]") for j, m in enumerate(rule.matches or DEFAULT_MATCHES)]
     plan = plan_filters(_gather_filters(rule, where), destinations, route.metadata.namespace, where)
-    outcome = RuleOutcome(ref_problems=list(plan.ref_problems), notes=list(plan.notes))
-    if rule.retry is not None:
-        outcome.notes.append(f"{where}.retry")
+    outcome = RuleOutcome(ref_problems=list(plan.ref_problems))
     backends = _backends(rule, where, destinations, route.metadata.namespace, outcome)
     timeouts = rule_timeouts(rule.timeouts, f"{where}.timeouts")
+    retry = rule_retry(rule.retry, f"{where}.retry")
     ns, name = route.metadata.namespace, route.metadata.name
     for j, match in enumerate(matches):
         at = f"{where}.matches[{j}]"
@@ -49,6 +50,8 @@ def translate_rule(route: res.HTTPRoute, i: int, rule: res.HTTPRouteRule, destin
             url_rewrite=_url_rewrite(plan, match, at),
             mirrors=tuple(plan.mirrors),
             timeouts=timeouts,
+            retry=retry,
+            cors=plan.cors,
         )
         outcome.routes.append((route_match_key(match, route, i, j), ir_route))
     return outcome
@@ -162,10 +165,12 @@ def _path_modifier(
 
 
 def rule_timeouts(spec: res.HTTPRouteTimeouts | None, where: str) -> ir.Timeouts:
-    """``request`` unset → the 15 s default, ``0s`` → no limit; ``backendRequest`` unset or
-    ``0s`` → no per-attempt limit. backendRequest may not exceed a set, non-zero request;
-    with request unset, a longer backendRequest raises the request limit to match (as Envoy
-    Gateway, whose route timeout is then the backendRequest)."""
+    """``request`` is the overall deadline of a request, retries included: unset → the 15 s
+    default, ``0s`` → no limit. ``backendRequest`` limits each upstream attempt (Envoy
+    Gateway's per-try timeout when the rule has a retry): unset or ``0s`` → no per-attempt
+    limit. backendRequest may not exceed a set, non-zero request; with request unset, a longer
+    backendRequest raises the overall limit to match, so that one attempt can use all of it
+    (without retry Envoy Gateway's route timeout is then the backendRequest)."""
     if spec is None:
         return ir.Timeouts()
     request = _duration(spec.request, f"{where}.request")
@@ -179,6 +184,24 @@ def rule_timeouts(spec: res.HTTPRouteTimeouts | None, where: str) -> ir.Timeouts
     if request is None:
         request = max(ir.DEFAULT_ROUTE_TIMEOUT, backend or 0.0)
     return ir.Timeouts(request=request or None, backend_request=backend)
+
+
+def rule_retry(spec: res.HTTPRouteRetry | None, where: str) -> ir.Retry | None:
+    """``attempts`` is the number of retries after the first try (Envoy Gateway's numRetries,
+    2 when unset); ``codes`` (400-599) default to Envoy Gateway's 503; ``backoff`` unset
+    leaves the wait to the data plane."""
+    if spec is None:
+        return None
+    if spec.attempts is not None and spec.attempts < 0:
+        raise Invalid("UnsupportedValue", f"{where}.attempts {spec.attempts} must not be negative")
+    for k, code in enumerate(spec.codes):
+        if not 400 <= code <= 599:
+            raise Invalid("UnsupportedValue", f"{where}.codes[{k}] {code} is not an HTTP status between 400 and 599")
+    return ir.Retry(
+        retries=DEFAULT_RETRIES if spec.attempts is None else spec.attempts,
+        codes=tuple(dict.fromkeys(spec.codes)) or DEFAULT_RETRY_CODES,
+        backoff=_duration(spec.backoff, f"{where}.backoff"),
+    )
 
 
 def _duration(text: str | None, where: str) -> float | None:

@@ -28,7 +28,8 @@ class Condition:
         """True when the condition reports that something was rejected, dropped or unresolved.
 
         A condition may be healthy and still carry a message (e.g. an Accepted=True that notes
-        an ignored, not yet implemented field); that is not an error."""
+        an ignored field, a listener's Programmed=True with its attachedRoutes); that is not
+        an error."""
         return self.status if self.type in ABNORMAL_TRUE else not self.status
 
     def to_dict(self) -> dict[str, object]:

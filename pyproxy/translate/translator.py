@@ -13,7 +13,7 @@ from ..config import resources as res
 from .backends import translate_backends
 from .backendtls import translate_policies
 from .destinations import Destinations
-from .gateways import ListenerContext, translate_gateways
+from .gateways import CheckedGateways, ListenerContext, translate_gateways
 from .index import build_index
 from .routes import RouteTable, translate_routes
 from .status import Result
@@ -38,14 +38,16 @@ def translate(resources: Iterable[object], options: Options = Options()) -> Resu
     policies, policy_statuses = translate_policies(index)
     destinations = Destinations(index, backends, policies)
     if index.gateways:
+        gateways: CheckedGateways | None = translate_gateways(index, options.bind_address)
         implicit = None
-        listeners, gateway_statuses = translate_gateways(index, options.bind_address)
+        listeners = gateways.listeners
     else:
-        implicit = implicit_listener(options)
-        listeners, gateway_statuses = [implicit], []
-    table, route_statuses = translate_routes(index, listeners, destinations, implicit)
-    statuses = backend_statuses + policy_statuses + gateway_statuses + route_statuses
-    config = ir.Config(tuple(_listener(ctx, table) for ctx in listeners if ctx.programmed))
+        gateways, implicit = None, implicit_listener(options)
+        listeners = [implicit]
+    routes = translate_routes(index, listeners, destinations, implicit)
+    gateway_statuses = gateways.statuses(routes.attached) if gateways else []
+    statuses = backend_statuses + policy_statuses + gateway_statuses + routes.statuses
+    config = ir.Config(tuple(_listener(ctx, routes.table) for ctx in listeners if ctx.programmed))
     return Result(config, tuple(sorted(statuses, key=lambda s: (s.kind, s.namespace, s.name, s.location))))
 
 
@@ -61,6 +63,7 @@ def implicit_listener(options: Options) -> ListenerContext:
         hostname=None,
         allowed_routes=res.AllowedRoutes(),
         tls=None,
+        accepted=True,
         programmed=True,
     )
 

@@ -7,7 +7,8 @@ def status(*conditions: Condition) -> ObjectStatus:
 
 
 def test_ok_means_no_error_condition() -> None:
-    assert status(Condition("Accepted", True, "Accepted", "not implemented yet, ignored: spec.rules[0].retry")).ok
+    assert status(Condition("Accepted", True, "Accepted", "spec.fallback is ignored (not supported)")).ok
+    assert status(Condition("Programmed", True, "Programmed", "attachedRoutes: 2")).ok
     assert status(Condition("Conflicted", False, "NoConflicts")).ok
     assert not status(Condition("Accepted", True, "Accepted"), Condition("ResolvedRefs", False, "BackendNotFound")).ok
     assert not status(Condition("PartiallyInvalid", True, "UnsupportedValue")).ok
