@@ -476,7 +476,10 @@ KINDS: dict[str, tuple[tuple[str, ...], type]] = {
     "HTTPRoute": (("gateway.networking.k8s.io/v1", "gateway.networking.k8s.io/v1beta1"), HTTPRoute),
     "Backend": (("gateway.envoyproxy.io/v1alpha1",), Backend),
     "BackendTLSPolicy": (("gateway.networking.k8s.io/v1", "gateway.networking.k8s.io/v1alpha3"), BackendTLSPolicy),
-    "ReferenceGrant": (("gateway.networking.k8s.io/v1beta1", "gateway.networking.k8s.io/v1"), ReferenceGrant),
+    "ReferenceGrant": (
+        ("gateway.networking.k8s.io/v1beta1", "gateway.networking.k8s.io/v1", "gateway.networking.k8s.io/v1alpha2"),
+        ReferenceGrant,
+    ),
     "ConfigMap": (("v1",), ConfigMap),
     "Secret": (("v1",), Secret),
     "Namespace": (("v1",), Namespace),
