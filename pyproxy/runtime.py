@@ -15,7 +15,8 @@ from . import translate as translate_room
 from .dataplane.compile import Snapshot, compile_config
 from .dataplane.dns import Resolver
 from .dataplane.pool import Pool
-from .dataplane.server import Context, HttpProtocol
+from .dataplane.context import Context
+from .dataplane.server import HttpProtocol
 from .errors import ConfigError
 from .observe import AccessLog
 from .translate.status import Result

@@ -1,0 +1,58 @@
+"""What every downstream connection of a runtime shares: the current snapshot, the DNS
+cache, the upstream pool, the access log, the set of open connections (with one sweeper for
+their header and idle deadlines) and the background tasks it owns (mirrors)."""
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from ..observe import AccessLog
+from .compile import Snapshot
+from .dns import Resolver
+from .pool import Pool
+
+if TYPE_CHECKING:
+    from .server import HttpProtocol
+
+
+class Context:
+    """What every connection shares; ``snapshot`` is swapped by the runtime on reload."""
+
+    def __init__(self, snapshot: Snapshot, resolver: Resolver, pool: Pool, access_log: AccessLog) -> None:
+        self.snapshot = snapshot
+        self.resolver = resolver
+        self.pool = pool
+        self.access_log = access_log
+        self.connections: set[HttpProtocol] = set()
+        self._ticker: asyncio.TimerHandle | None = None
+        self._tasks: set[asyncio.Task] = set()
+
+    def spawn(self, coro, name: str) -> None:
+        """Run a background task owned by the context (cancelled by ``stop``)."""
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def watch_deadlines(self, loop: asyncio.AbstractEventLoop, interval: float) -> None:
+        """Make sure the sweeper runs every ``interval`` seconds. Header and idle deadlines
+        are checked by one periodic sweep over the connections instead of a timer armed and
+        cancelled per request (each connection has ``deadline`` and ``deadline_cb``)."""
+        if self._ticker is None:
+            self._ticker = loop.call_later(interval, self._sweep, loop, interval)
+
+    def _sweep(self, loop: asyncio.AbstractEventLoop, interval: float) -> None:
+        self._ticker = None
+        now = loop.time()
+        for proto in list(self.connections):
+            if proto.deadline_cb is not None and proto.deadline <= now:
+                callback, proto.deadline_cb = proto.deadline_cb, None
+                callback()
+        if self.connections:
+            self.watch_deadlines(loop, interval)
+
+    def stop(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            self._ticker = None
+        for task in list(self._tasks):
+            task.cancel()
