@@ -128,3 +128,57 @@ async def test_demo_serves_offline_through_verified_tls():
         code, _, err = proxy.stop()
     assert code == 0, err
     assert "curl -H 'Host: www.example.com'" in err
+
+
+async def test_access_log_to_a_file(tmp_path, upstream):
+    """`--access-log PATH`: one JSON line per request, Envoy Gateway's field names."""
+    config = tmp_path / "route.yaml"
+    config.write_text(f"""\
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: web
+spec:
+  rules:
+  - backendRefs:
+    - group: gateway.envoyproxy.io
+      kind: Backend
+      name: local
+---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: Backend
+metadata:
+  name: local
+spec:
+  endpoints:
+  - ip:
+      address: 127.0.0.1
+      port: {upstream.port}
+""")
+    log_file = tmp_path / "access.log"
+    proxy = start_proxy("--config", str(config), "--access-log", str(log_file))
+    try:
+        await asyncio.to_thread(proxy.wait_ready)
+
+        def get(path: str) -> int:
+            req = urllib.request.Request(f"http://127.0.0.1:{proxy.listen_port}{path}",
+                                         headers={"Host": "any.example", "User-Agent": "pyproxy-test"})
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                return resp.status
+
+        assert await asyncio.to_thread(get, "/first?x=1") == 200
+        assert await asyncio.to_thread(get, "/second") == 200
+    finally:
+        code, out, err = proxy.stop()
+    assert code == 0, err
+    assert out == ""  # nothing on stdout when the log goes to a file
+    entries = [json.loads(line) for line in log_file.read_text().splitlines()]
+    assert [e["x-envoy-origin-path"] for e in entries] == ["/first?x=1", "/second"]
+    first = entries[0]
+    assert first["method"] == "GET" and first["response_code"] == 200 and first["protocol"] == "HTTP/1.1"
+    assert first["user-agent"] == "pyproxy-test"
+    assert first[":authority"] == "any.example"
+    assert first["upstream_cluster"] == "backend/default/local"
+    assert first["upstream_host"] == f"127.0.0.1:{upstream.port}"
+    assert first["route_name"] == "httproute/default/web/rule/0/match/0"
+    assert len(first["x-request-id"]) == 36
