@@ -382,7 +382,7 @@ def parse_wrk(text: str) -> dict:
 
 def run_wrk(wrk: str, port: int, path: str, seconds: float, args: argparse.Namespace,
             procs: Processes) -> str:
-    argv = [wrk, f"-t{args.threads}", f"-c{args.connections}", f"-d{seconds:g}s", f"--timeout",
+    argv = [wrk, f"-t{args.threads}", f"-c{args.connections}", f"-d{seconds:g}s", "--timeout",
             f"{args.timeout:g}s", "--latency", "-H", f"Host: {ROUTE_HOST}", f"http://{PROXY_ADDR}:{port}{path}"]
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)
