@@ -76,13 +76,14 @@ class CompiledCors:
 
 
 def request_origin(headers: list[tuple[bytes, bytes]]) -> tuple[bytes | None, bytes | None, bytes | None]:
-    """(Origin, Access-Control-Request-Method, Access-Control-Request-Headers) of a request."""
+    """(Origin, Access-Control-Request-Method, Access-Control-Request-Headers) of a request;
+    an empty value counts as absent (as Envoy does)."""
     origin = method = req_headers = None
     for name, value in headers:
         if name == b"origin":
-            origin = value
+            origin = value or None
         elif name == b"access-control-request-method":
-            method = value
+            method = value or None
         elif name == b"access-control-request-headers":
-            req_headers = value
+            req_headers = value or None
     return origin, method, req_headers

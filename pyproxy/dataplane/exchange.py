@@ -95,7 +95,7 @@ class Exchange:
         self.try_timer: asyncio.TimerHandle | None = None  # per-attempt deadline, or the retry backoff
         self.discarding = False  # the current upstream answer is dropped (it is being retried)
         self.mirrors: list | None = None  # mirror destinations this request is copied to
-        self.extra_response_headers: list[tuple[bytes, bytes]] | None = None  # added by filters (CORS)
+        self.extra_response_headers: list[tuple[bytes, bytes]] | None = None  # set by the proxy (CORS)
 
     # ------------------------------------------------------------------ body kept for replay
 
@@ -256,6 +256,8 @@ def response_head(ex: Exchange, status: int, reason: bytes, headers: list[tuple[
             out.append(h)
     for ops in ex.response_filters:
         out = ops.apply(out)
+    if ex.extra_response_headers:
+        out = replace_headers(out, ex.extra_response_headers)
     if content_length is not None:
         if status != 204:
             out.append((b"content-length", content_length))
@@ -307,6 +309,13 @@ def access_entry(ex: Exchange, local: str, peer: str) -> dict:
         "downstream_remote_address": peer,
         "route_name": route.name if route is not None else None,
     }
+
+
+def replace_headers(headers: list[tuple[bytes, bytes]], new: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
+    """``headers`` with every header named in ``new`` replaced by ``new``'s values (CORS
+    headers are the proxy's: an upstream's own ``access-control-*`` values would conflict)."""
+    names = {name for name, _ in new}
+    return [h for h in headers if h[0] not in names] + new
 
 
 def _append(headers: list[tuple[bytes, bytes]], name: bytes, value: bytes) -> None:

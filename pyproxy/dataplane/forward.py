@@ -153,8 +153,6 @@ class Forwarding:
             return
         ex.response_started = True
         ex.status = status
-        if ex.extra_response_headers:
-            headers = headers + ex.extra_response_headers
         self.pending = [response_head(ex, status, reason, headers)]
 
     def write_response_body(self, ex: Exchange, data: bytes) -> None:

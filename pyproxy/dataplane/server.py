@@ -292,6 +292,10 @@ class HttpProtocol(Forwarding, asyncio.Protocol):
         close = close or not ex.keep_alive or (ex.has_body and not ex.request_complete)
         if close:
             ex.close_after = True
+        if ex.extra_response_headers:
+            # like Envoy, the proxy's own answers on a CORS route carry the CORS headers too, so
+            # a browser sees the real 5xx instead of a CORS failure
+            extra = (extra or []) + ex.extra_response_headers
         self.transport.write(http.local_reply(status, b"" if ex.head_request else body, close=close, extra=extra))
         self._finish(ex)
 
