@@ -35,6 +35,7 @@ log = logging.getLogger("pyproxy.server")
 BODY_BUFFER_LIMIT = 64 * 1024
 HEADER_TIMEOUT = 30.0
 IDLE_TIMEOUT = 60.0
+BODY_TIMEOUT = 60.0  # longest silence while a request body is being received (nginx's client_body_timeout)
 LINGER_TIMEOUT = 2.0
 
 
@@ -187,7 +188,9 @@ class HttpProtocol(Forwarding, asyncio.Protocol):
         ex.keep_alive = parser.should_keep_alive()
         ex.head_request = ex.method == "HEAD"
         validate(ex, self.url)
-        if not self.queue:
+        if ex.has_body:
+            self._arm(BODY_TIMEOUT, self._body_expired)
+        elif not self.queue:
             self._disarm()
         self.queue.append(ex)
         if len(self.queue) == 1:
@@ -196,6 +199,8 @@ class HttpProtocol(Forwarding, asyncio.Protocol):
     def on_body(self, body: bytes) -> None:
         ex = self.parsing
         ex.bytes_received += len(body)
+        if self.deadline_cb is not None:  # the body deadline: progress pushes it back
+            self.deadline = self.loop.time() + BODY_TIMEOUT
         if ex.finished:
             return
         ex.body_seen = True
@@ -216,6 +221,7 @@ class HttpProtocol(Forwarding, asyncio.Protocol):
     def on_message_complete(self) -> None:
         ex = self.parsing
         self.parsing = None
+        self._disarm()
         ex.request_complete = True
         if not ex.keep_alive:
             self.no_more_requests = True
@@ -425,7 +431,7 @@ class HttpProtocol(Forwarding, asyncio.Protocol):
         self.deadline = self.loop.time() + delay
         self.deadline_cb = callback
         # deadlines fire at most a quarter of the shortest one late (at most a second)
-        self.ctx.watch_deadlines(self.loop, min(1.0, HEADER_TIMEOUT / 4, IDLE_TIMEOUT / 4))
+        self.ctx.watch_deadlines(self.loop, min(1.0, HEADER_TIMEOUT / 4, IDLE_TIMEOUT / 4, BODY_TIMEOUT / 4))
 
     def _disarm(self) -> None:
         self.deadline_cb = None
@@ -433,6 +439,15 @@ class HttpProtocol(Forwarding, asyncio.Protocol):
     def _idle_expired(self) -> None:
         if not self.queue and self.parsing is None:
             self._close()
+
+    def _body_expired(self) -> None:
+        """The client went silent in the middle of a request body (slow-body attacks): 408 if
+        the response has not started, else the connection is cut. Time spent with reading
+        paused by the proxy itself (backpressure) does not count."""
+        if self.gate.blocked:
+            self._arm(BODY_TIMEOUT, self._body_expired)
+        else:
+            self._protocol_error(errors.RequestTimeout("request body not received in time"))
 
     def _header_expired(self) -> None:
         if not self.queue:

@@ -176,3 +176,32 @@ async def test_https_listener_keeps_alive_and_closes_after_errors(ca, upstream: 
         assert await wire.closed()
         await wire.close()
     assert [s.path for s in upstream.seen] == ["/x", "/x"]
+
+
+@pytest.fixture
+def short_body_deadline(monkeypatch):
+    monkeypatch.setattr(server, "BODY_TIMEOUT", 0.3)
+
+
+async def test_silent_request_body_gets_408_and_close(short_body_deadline, upstream: Upstream):
+    """A client that stops in the middle of its body (slow-body attack) is cut off."""
+    async with proxy_to(upstream.port) as (rt, port):
+        wire = await Wire.open(port)
+        await wire.send(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc")
+        resp = await wire.read_response()
+        assert resp.status == 408 and resp.header("connection") == "close"
+        assert await wire.closed()
+
+
+async def test_a_body_that_keeps_coming_is_not_cut(short_body_deadline, upstream: Upstream):
+    """The body deadline measures silence, not the whole upload: 10 pieces 0.1 s apart
+    (1 s in all) pass with a 0.3 s deadline."""
+    async with proxy_to(upstream.port) as (rt, port):
+        wire = await Wire.open(port)
+        await wire.send(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n")
+        for _ in range(10):
+            await asyncio.sleep(0.1)
+            await wire.send(b"x")
+        resp = await wire.read_response()
+        assert resp.status == 200
+        assert upstream.seen[-1].body == b"x" * 10
