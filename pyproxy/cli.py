@@ -110,16 +110,14 @@ def run_check(paths: Sequence[str]) -> int:
     except ConfigError as exc:
         print("\n".join(exc.messages), file=sys.stderr)
         return 1
-    failed = False
     for obj in result.statuses:
         print(f"{obj.kind} {obj.namespace}/{obj.name} ({obj.location})")
         for cond in obj.conditions:
             parent = f" [{cond.parent}]" if cond.parent else ""
             message = f": {cond.message}" if cond.message else ""
             print(f"  {cond.type}={cond.status} ({cond.reason}){parent}{message}")
-        failed = failed or not obj.ok
-    print("errors found" if failed else "ok")
-    return 1 if failed else 0
+    print("ok" if result.ok else "errors found")
+    return 0 if result.ok else 1
 
 
 def serve(args: argparse.Namespace, before_start=None) -> int:

@@ -63,8 +63,7 @@ class Forwarding:
         addresses = dest.addresses(self.ctx.resolver.lookup)
         target = None
         if addresses:
-            target = dest.pick(addresses)
-            ex.upstream_addr = target[0] if target[2] else f"{target[0]}:{target[1]}"
+            target = _pick(ex, addresses)
             if not fresh:
                 pool = self.ctx.pool
                 conn = pool.take(pool.key(dest, *target))
@@ -81,8 +80,7 @@ class Forwarding:
                 addresses = await dest.resolve(ctx.resolver)
                 if not addresses:
                     raise errors.NoHealthyUpstream("no endpoint")
-                target = dest.pick(addresses)
-                ex.upstream_addr = target[0] if target[2] else f"{target[0]}:{target[1]}"
+                target = _pick(ex, addresses)
             conn, reused = await ctx.pool.acquire(dest, *target, fresh=fresh)
         except ProxyError as exc:
             if not ex.finished:
@@ -258,3 +256,10 @@ class Forwarding:
         ex.try_timer = None
         if not ex.finished:
             self._dispatch(ex)
+
+
+def _pick(ex: Exchange, addresses) -> tuple[str, int, bool]:
+    """The next endpoint of the exchange's destination, recorded for the access log."""
+    target = ex.backend.destination.pick(addresses)
+    ex.upstream_addr = target[0] if target[2] else f"{target[0]}:{target[1]}"
+    return target
