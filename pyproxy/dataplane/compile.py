@@ -182,9 +182,9 @@ async def compile_config(config: ir.Config) -> Snapshot:
         destinations[name] = CompiledDestination(dest, ctx)
         for ep in dest.endpoints:
             if ep.kind == "fqdn":
-                previous = dns_names.get(ep.host)
-                refresh = dest.dns.refresh
-                dns_names[ep.host] = refresh if previous is None else min(previous, refresh or previous)
+                # a name shared by destinations refreshes at the shortest interval any of them sets
+                intervals = [r for r in (dns_names.get(ep.host), dest.dns.refresh) if r is not None]
+                dns_names[ep.host] = min(intervals) if intervals else None
     by_port: dict[tuple[str, int], list[ir.Listener]] = {}
     for listener in config.listeners:
         by_port.setdefault((listener.address, listener.port), []).append(listener)
