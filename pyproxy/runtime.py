@@ -14,6 +14,7 @@ from . import config as config_room
 from . import translate as translate_room
 from .dataplane.compile import Snapshot, compile_config
 from .dataplane.dns import Resolver
+from .dataplane.limits import DEFAULT as DEFAULT_LIMITS, Limits
 from .dataplane.pool import Pool
 from .dataplane.context import Context
 from .dataplane.server import HttpProtocol
@@ -32,6 +33,7 @@ class Settings:
     nameservers: tuple[tuple[str, int], ...] | None = None
     dns_refresh: float = 30.0
     access_log: str = "-"
+    limits: Limits = DEFAULT_LIMITS
 
 
 def load(settings: Settings) -> Result:
@@ -83,7 +85,7 @@ class Runtime:
         port of each listener group (they differ from the configured port only when that is 0)."""
         snapshot = await compile_config(result.config)
         self.result, self.snapshot = result, snapshot
-        self.context = Context(snapshot, self.resolver, self.pool, self.access_log)
+        self.context = Context(snapshot, self.resolver, self.pool, self.access_log, self.settings.limits)
         self.resolver.set_watched(snapshot.dns_names)
         loop = asyncio.get_running_loop()
         ctx = self.context

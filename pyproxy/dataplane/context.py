@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from ..observe import AccessLog
 from .compile import Snapshot
 from .dns import Resolver
+from .limits import Limits
 from .pool import Pool
 
 if TYPE_CHECKING:
@@ -18,11 +19,12 @@ if TYPE_CHECKING:
 class Context:
     """What every connection shares; ``snapshot`` is swapped by the runtime on reload."""
 
-    def __init__(self, snapshot: Snapshot, resolver: Resolver, pool: Pool, access_log: AccessLog) -> None:
+    def __init__(self, snapshot: Snapshot, resolver: Resolver, pool: Pool, access_log: AccessLog, limits: Limits) -> None:
         self.snapshot = snapshot
         self.resolver = resolver
         self.pool = pool
         self.access_log = access_log
+        self.limits = limits
         self.connections: set[HttpProtocol] = set()
         self._ticker: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task] = set()

@@ -32,11 +32,6 @@ from .forward import Forwarding
 
 log = logging.getLogger("pyproxy.server")
 
-BODY_BUFFER_LIMIT = 64 * 1024
-HEADER_TIMEOUT = 30.0
-IDLE_TIMEOUT = 60.0
-BODY_TIMEOUT = 60.0  # longest silence while a request body is being received (nginx's client_body_timeout)
-LINGER_TIMEOUT = 2.0
 
 
 class HttpProtocol(Forwarding, asyncio.Protocol):
@@ -86,7 +81,7 @@ class HttpProtocol(Forwarding, asyncio.Protocol):
         ssl_object = transport.get_extra_info("ssl_object")
         if ssl_object is not None:
             self.sni = tls.server_name(ssl_object)
-        self._arm(IDLE_TIMEOUT, self._idle_expired)
+        self._arm(self.ctx.limits.idle_timeout, self._idle_expired)
 
     def data_received(self, data: bytes) -> None:
         if self.gate.stopped:
@@ -162,7 +157,7 @@ class HttpProtocol(Forwarding, asyncio.Protocol):
         if self.queue:
             self.gate.block(PIPELINE)
         else:
-            self._arm(HEADER_TIMEOUT, self._header_expired)
+            self._arm(self.ctx.limits.header_timeout, self._header_expired)
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -189,7 +184,7 @@ class HttpProtocol(Forwarding, asyncio.Protocol):
         ex.head_request = ex.method == "HEAD"
         validate(ex, self.url)
         if ex.has_body:
-            self._arm(BODY_TIMEOUT, self._body_expired)
+            self._arm(self.ctx.limits.body_timeout, self._body_expired)
         elif not self.queue:
             self._disarm()
         self.queue.append(ex)
@@ -200,7 +195,7 @@ class HttpProtocol(Forwarding, asyncio.Protocol):
         ex = self.parsing
         ex.bytes_received += len(body)
         if self.deadline_cb is not None:  # the body deadline: progress pushes it back
-            self.deadline = self.loop.time() + BODY_TIMEOUT
+            self.deadline = self.loop.time() + self.ctx.limits.body_timeout
         if ex.finished:
             return
         ex.body_seen = True
@@ -215,7 +210,7 @@ class HttpProtocol(Forwarding, asyncio.Protocol):
             return
         ex.body.append(body)
         ex.body_size += len(body)
-        if ex.body_size > BODY_BUFFER_LIMIT:
+        if ex.body_size > self.ctx.limits.buffer_limit:
             self.gate.block(BUFFERED)
 
     def on_message_complete(self) -> None:
@@ -364,13 +359,13 @@ class HttpProtocol(Forwarding, asyncio.Protocol):
         if self.deferred_error is not None:
             self._send_error(self.deferred_error)
         elif self.parsing is None:
-            self._arm(IDLE_TIMEOUT, self._idle_expired)
+            self._arm(self.ctx.limits.idle_timeout, self._idle_expired)
 
     def _close(self) -> None:
         """Close after the last response. Over TCP, half-close instead and keep reading (and
         discarding) for a moment: closing with unread input makes the kernel send RST, which
         can destroy the response before the client reads it (nginx's lingering close). The
-        client's EOF or LINGER_TIMEOUT ends it."""
+        client's EOF or self.ctx.limits.linger_timeout ends it."""
         self.closing = True
         self._disarm()
         transport = self.transport
@@ -379,7 +374,7 @@ class HttpProtocol(Forwarding, asyncio.Protocol):
         elif transport.can_write_eof():
             transport.write_eof()
             self.gate.stop(drain=True)
-            self.timer = self.loop.call_later(LINGER_TIMEOUT, transport.close)
+            self.timer = self.loop.call_later(self.ctx.limits.linger_timeout, transport.close)
         else:
             self.gate.stopped = True
             transport.close()
@@ -431,7 +426,7 @@ class HttpProtocol(Forwarding, asyncio.Protocol):
         self.deadline = self.loop.time() + delay
         self.deadline_cb = callback
         # deadlines fire at most a quarter of the shortest one late (at most a second)
-        self.ctx.watch_deadlines(self.loop, min(1.0, HEADER_TIMEOUT / 4, IDLE_TIMEOUT / 4, BODY_TIMEOUT / 4))
+        self.ctx.watch_deadlines(self.loop, min(1.0, self.ctx.limits.header_timeout / 4, self.ctx.limits.idle_timeout / 4, self.ctx.limits.body_timeout / 4))
 
     def _disarm(self) -> None:
         self.deadline_cb = None
@@ -445,7 +440,7 @@ class HttpProtocol(Forwarding, asyncio.Protocol):
         the response has not started, else the connection is cut. Time spent with reading
         paused by the proxy itself (backpressure) does not count."""
         if self.gate.blocked:
-            self._arm(BODY_TIMEOUT, self._body_expired)
+            self._arm(self.ctx.limits.body_timeout, self._body_expired)
         else:
             self._protocol_error(errors.RequestTimeout("request body not received in time"))
 

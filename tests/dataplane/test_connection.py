@@ -8,7 +8,7 @@ import ssl
 import pytest
 
 from pyproxy import ir
-from pyproxy.dataplane import server
+from pyproxy.dataplane.limits import Limits
 from tests.conftest import destination, serve_ir
 from tests.helpers.http import Upstream
 from tests.helpers.proxy import proxy_routes, proxy_to
@@ -16,16 +16,14 @@ from tests.helpers.scripted import Reply, ScriptedUpstream
 from tests.helpers.wire import Wire
 
 
-@pytest.fixture
-def short_deadlines(monkeypatch):
-    monkeypatch.setattr(server, "HEADER_TIMEOUT", 0.3)
-    monkeypatch.setattr(server, "IDLE_TIMEOUT", 0.3)
+SHORT_DEADLINES = Limits(header_timeout=0.3, idle_timeout=0.3)
+SHORT_BODY_DEADLINE = Limits(body_timeout=0.3)
 
 
 @pytest.mark.parametrize("data", [b"", b"GET /\r\n", b"GET / HTTP/1.1\r\nHost: a\r\n", b"GE"],
                          ids=["silent", "http09-line", "slowloris", "partial-line"])
-async def test_header_deadline(short_deadlines, upstream: Upstream, data):
-    async with proxy_to(upstream.port) as (rt, port):
+async def test_header_deadline(upstream: Upstream, data):
+    async with proxy_to(upstream.port, limits=SHORT_DEADLINES) as (rt, port):
         wire = await Wire.open(port)
         await wire.send(data)
         if data:
@@ -35,8 +33,8 @@ async def test_header_deadline(short_deadlines, upstream: Upstream, data):
         assert upstream.seen == []
 
 
-async def test_idle_keepalive_connection_closes(short_deadlines, upstream: Upstream):
-    async with proxy_to(upstream.port) as (rt, port):
+async def test_idle_keepalive_connection_closes(upstream: Upstream):
+    async with proxy_to(upstream.port, limits=SHORT_DEADLINES) as (rt, port):
         wire = await Wire.open(port)
         await wire.send(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n")
         assert (await wire.read_response()).status == 200
@@ -178,14 +176,9 @@ async def test_https_listener_keeps_alive_and_closes_after_errors(ca, upstream: 
     assert [s.path for s in upstream.seen] == ["/x", "/x"]
 
 
-@pytest.fixture
-def short_body_deadline(monkeypatch):
-    monkeypatch.setattr(server, "BODY_TIMEOUT", 0.3)
-
-
-async def test_silent_request_body_gets_408_and_close(short_body_deadline, upstream: Upstream):
+async def test_silent_request_body_gets_408_and_close(upstream: Upstream):
     """A client that stops in the middle of its body (slow-body attack) is cut off."""
-    async with proxy_to(upstream.port) as (rt, port):
+    async with proxy_to(upstream.port, limits=SHORT_BODY_DEADLINE) as (rt, port):
         wire = await Wire.open(port)
         await wire.send(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc")
         resp = await wire.read_response()
@@ -193,10 +186,10 @@ async def test_silent_request_body_gets_408_and_close(short_body_deadline, upstr
         assert await wire.closed()
 
 
-async def test_a_body_that_keeps_coming_is_not_cut(short_body_deadline, upstream: Upstream):
+async def test_a_body_that_keeps_coming_is_not_cut(upstream: Upstream):
     """The body deadline measures silence, not the whole upload: 10 pieces 0.1 s apart
     (1 s in all) pass with a 0.3 s deadline."""
-    async with proxy_to(upstream.port) as (rt, port):
+    async with proxy_to(upstream.port, limits=SHORT_BODY_DEADLINE) as (rt, port):
         wire = await Wire.open(port)
         await wire.send(b"POST /upload HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n")
         for _ in range(10):
