@@ -13,10 +13,12 @@ class ConfigError(Exception):
 
 
 class ProxyError(Exception):
-    """A failure answered with a local reply. ``flags`` is Envoy's %RESPONSE_FLAGS% code."""
+    """A failure answered with a local reply. ``flags`` is Envoy's %RESPONSE_FLAGS% code,
+    ``details`` its %RESPONSE_CODE_DETAILS%."""
 
     status = 500
     flags = "-"
+    details = ""
     body = ""
     close = False  # close the downstream connection after answering
 
@@ -33,23 +35,43 @@ class BadRequest(ProxyError):
 
     status = 400
     flags = "DPE"
+    details = "http1.codec_error"
     close = True
 
 
 class RequestTimeout(ProxyError):
+    """The request head (or a body gone silent) did not arrive in time."""
+
     status = 408
+    details = "request_header_timeout"
+    close = True
+
+
+class RequestBodyTimeout(RequestTimeout):
+    details = "request_body_timeout"
+
+
+class StreamIdleTimeout(ProxyError):
+    """No byte moved either way for ``stream_idle_timeout`` (Envoy's SI)."""
+
+    status = 408
+    flags = "SI"
+    details = "stream_idle_timeout"
+    body = "stream timeout"
     close = True
 
 
 class UriTooLong(ProxyError):
     status = 414
     flags = "DPE"
+    details = "http1.codec_error"
     close = True
 
 
 class HeadersTooLarge(ProxyError):
     status = 431
     flags = "DPE"
+    details = "http1.headers_too_large"
     close = True
 
 
@@ -58,6 +80,7 @@ class NotImplementedCoding(ProxyError):
 
     status = 501
     flags = "DPE"
+    details = "http1.invalid_transfer_encoding"
     close = True
 
 
@@ -65,6 +88,7 @@ class InternalError(ProxyError):
     """A bug in pyproxy while handling a request: logged with its traceback, answered 500."""
 
     status = 500
+    details = "internal_error"
     close = True
 
 
@@ -74,6 +98,32 @@ class InternalError(ProxyError):
 class NoRoute(ProxyError):
     status = 404
     flags = "NR"
+    details = "route_not_found"
+
+
+class Misdirected(ProxyError):
+    """The Host names another listener than the one TLS (SNI) selected (RFC 9110 §15.5.20)."""
+
+    status = 421
+    details = "misdirected_request"
+
+
+class CorsForbidden(ProxyError):
+    """A CORS preflight from an origin the route does not allow."""
+
+    status = 403
+    details = "cors_origin_not_allowed"
+
+
+class InvalidBackend(ProxyError):
+    """The share of traffic of a backendRef that did not resolve (Envoy Gateway's 500)."""
+
+    status = 500
+    details = "direct_response"
+
+    def __init__(self, status: int = 500) -> None:
+        super().__init__("invalid backend")
+        self.status = status
 
 
 # ------------------------------------------------------------------ upstream errors
@@ -91,6 +141,8 @@ class UpstreamConnectError(ProxyError):
             body += ", transport failure reason: " + transport_reason
         self.body = body
         self.transport_reason = transport_reason
+        cause = "connection_failure" + ("," + transport_reason if transport_reason else "")
+        self.details = "upstream_reset_before_response_started{" + cause + "}"
         super().__init__(body)
 
 
@@ -99,6 +151,7 @@ class UpstreamReset(ProxyError):
 
     status = 503
     flags = "UC"
+    details = "upstream_reset_before_response_started{connection_termination}"
     body = "upstream connect error or disconnect/reset before headers. reset reason: connection termination"
 
 
@@ -107,12 +160,14 @@ class UpstreamProtocolError(ProxyError):
 
     status = 502
     flags = "UPE"
+    details = "upstream_reset_before_response_started{protocol_error}"
     body = "upstream connect error or disconnect/reset before headers. reset reason: protocol error"
 
 
 class UpstreamTimeout(ProxyError):
     status = 504
     flags = "UT"
+    details = "upstream_response_timeout"
     body = "upstream request timeout"
 
 
@@ -121,4 +176,5 @@ class NoHealthyUpstream(ProxyError):
 
     status = 503
     flags = "UH"
+    details = "no_healthy_upstream"
     body = "no healthy upstream"

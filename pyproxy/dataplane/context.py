@@ -36,9 +36,10 @@ class Context:
         task.add_done_callback(self._tasks.discard)
 
     def watch_deadlines(self, loop: asyncio.AbstractEventLoop, interval: float) -> None:
-        """Make sure the sweeper runs every ``interval`` seconds. Header and idle deadlines
-        are checked by one periodic sweep over the connections instead of a timer armed and
-        cancelled per request (each connection has ``deadline`` and ``deadline_cb``)."""
+        """Make sure the sweeper runs every ``interval`` seconds. Header, body and idle
+        deadlines and the stream idle timeout are checked by one periodic sweep over the
+        connections instead of a timer armed and cancelled per request (each connection has
+        ``deadline`` and ``deadline_cb``, and ``stream_idle``)."""
         if self._ticker is None:
             self._ticker = loop.call_later(interval, self._sweep, loop, interval)
 
@@ -49,6 +50,7 @@ class Context:
             if proto.deadline_cb is not None and proto.deadline <= now:
                 callback, proto.deadline_cb = proto.deadline_cb, None
                 callback()
+            proto.stream_idle(now)
         if self.connections:
             self.watch_deadlines(loop, interval)
 

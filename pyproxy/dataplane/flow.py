@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import asyncio
 
-UPSTREAM_FULL = 1  # the upstream's write buffer is full
-BUFFERED = 2  # body bytes buffered while no upstream connection is attached yet
-PIPELINE = 4  # a further request arrived while one is still being answered
+UPSTREAM_FULL = 1  # the upstream's write buffer is full, or it is not attached yet and buffer_limit is reached
+HOLD = 2  # the reader is held: requests wait their turn, or the client is not reading our answers
 
 
 class ReadGate:

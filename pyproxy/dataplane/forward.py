@@ -1,265 +1,366 @@
-"""Forwarding one exchange upstream: the part of a downstream connection that talks to
-upstream connections. Choosing an endpoint and a pooled connection (without a task when one
-is idle), sending the request, relaying the response (its head held back so that a small
-response leaves in one send), per-attempt deadlines, retries and mirrors.
+"""Forwarding one exchange upstream, by composition: a ``Forwarder`` picks an endpoint, takes
+a pooled connection (without a task when one is idle), sends the request, relays the
+response, and owns the per-attempt and overall deadlines, retries and mirrors.
 
-``Forwarding`` is mixed into ``server.HttpProtocol``; it relies on the protocol's transport,
-context, flow-control gate and its completion methods (``_reply``, ``_fail``, ``_finish``).
+It talks to the client's side only through ``Downstream`` (send head, send body, end, fail,
+flush, pause): HTTP/1.1 (``server.HttpProtocol``) is its first user, and nothing here
+assumes HTTP/1.1 framing towards the client, so an HTTP/2 stream can drive it the same way.
+It is also the ``ResponseSink`` its upstream connection feeds.
 """
 from __future__ import annotations
 
+import asyncio
 import logging
+import random
+from typing import TYPE_CHECKING, Protocol
 
 from .. import errors
 from ..errors import ProxyError
 from . import http, mirror
-from .cors import CompiledCors, request_origin
-from .exchange import Exchange, response_head
-from .flow import BUFFERED
+from .context import Context
+from .exchange import Exchange
+from .upstream import UpstreamConnection
 
-log = logging.getLogger("pyproxy.server")
+if TYPE_CHECKING:
+    from .compile import CompiledBackend, CompiledDestination, CompiledRoute
 
-COALESCE_LIMIT = 64 * 1024  # response body pieces up to this size are sent with the head
+log = logging.getLogger("pyproxy.forward")
+
 DEFAULT_BACKOFF = 0.025  # Envoy's default base interval between retries
 # Attempt failures a route's retry policy retries (besides the status codes it lists).
 RETRIABLE = (errors.UpstreamConnectError, errors.UpstreamReset, errors.UpstreamTimeout)
 
 
-class Forwarding:
-    def _cors(self, ex: Exchange, cors: CompiledCors) -> bool:
-        """Apply the route's CORS filter; True when it answered the request (a preflight)."""
-        origin, method, request_headers = request_origin(ex.headers)
-        if origin is None:
-            return False
-        allowed = cors.allows(origin.decode("latin-1"))
-        if ex.method == "OPTIONS" and method is not None:
-            # a preflight is the proxy's to answer: 200 with the policy, or 403 for other origins
-            if allowed:
-                self._reply(ex, 200, extra=cors.preflight(origin, method, request_headers))
+class Downstream(Protocol):
+    """What a ``Forwarder`` needs from the client's side of an exchange."""
+
+    ctx: Context
+    loop: asyncio.AbstractEventLoop
+    write_paused: bool  # the client is not reading: don't read the upstream either
+
+    def send_head(self, ex: Exchange, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> None: ...
+
+    def send_body(self, ex: Exchange, data: bytes) -> None: ...
+
+    def end(self, ex: Exchange) -> None:
+        """The response is complete."""
+
+    def fail(self, ex: Exchange, error: ProxyError) -> None:
+        """Answer with the error, or cut the response short if it already started."""
+
+    def flush(self) -> None:
+        """The current upstream read has been processed: send what was held back."""
+
+    def pause_request(self, paused: bool) -> None:
+        """Stop (or resume) reading the request body: the upstream is not taking it."""
+
+    def continue_request(self, ex: Exchange) -> None:
+        """The request will be forwarded: answer ``Expect: 100-continue`` if it asked."""
+
+
+class Forwarder:
+    """One exchange's way upstream. ``body``/``end_request`` feed it the request,
+    ``cancel`` ends it; its upstream connection calls the ``ResponseSink`` methods."""
+
+    __slots__ = ("down", "ex", "ctx", "route", "backend", "dest", "head", "conn", "reused", "task", "timer",
+                 "try_timer", "request_done", "retries_left", "replay", "replay_size", "discarding", "retried",
+                 "mirrors", "body", "body_size", "done")
+
+    def __init__(self, down: Downstream, ex: Exchange, route: CompiledRoute, backend: CompiledBackend,
+                 head: bytes) -> None:
+        self.down = down
+        self.ex = ex
+        self.ctx = down.ctx
+        self.route = route
+        self.backend = backend
+        dest = backend.destination
+        assert dest is not None
+        self.dest: CompiledDestination = dest
+        self.head = head
+        self.conn: UpstreamConnection | None = None
+        self.reused = False
+        self.task: asyncio.Task | None = None
+        self.timer: asyncio.TimerHandle | None = None  # the overall deadline (timeouts.request)
+        self.try_timer: asyncio.TimerHandle | None = None  # per-attempt deadline, or the retry backoff
+        self.request_done = False
+        self.retries_left = route.retry.retries if route.retry is not None else 0
+        self.replay: list[bytes] | None = None  # the whole body so far, kept for retries and mirrors
+        self.replay_size = 0
+        self.discarding = False  # the current upstream answer is dropped (it is being retried)
+        self.retried = False  # the one stale keep-alive retry was used
+        self.mirrors = [dest for dest, percent in route.mirrors if percent >= 100 or random.random() * 100 < percent]
+        self.body: list[bytes] = ex.body  # request body received while no connection is attached
+        self.body_size = ex.body_size
+        ex.body = []
+        self.done = False
+
+    # ------------------------------------------------------------------ driven by the downstream
+
+    def start(self, request_done: bool) -> None:
+        if self.retries_left or self.mirrors:
+            self.replay = list(self.body)
+            self.replay_size = self.body_size
+            if self.replay_size > self.ctx.limits.replay_limit:
+                self.replay = None
+        self.down.continue_request(self.ex)
+        self._dispatch()
+        if request_done and not self.done:
+            self.end_request()
+
+    def body_received(self, data: bytes) -> None:
+        if self.replay is not None:
+            self.replay_size += len(data)
+            if self.replay_size > self.ctx.limits.replay_limit:
+                self.replay = None  # too large to keep: no retry, no mirror
             else:
-                self._reply(ex, 403)
-            return True
-        if allowed:
-            ex.extra_response_headers = cors.response(origin)
-        return False
-
-    def _send_mirrors(self, ex: Exchange) -> None:
-        """Copies of the complete request to the mirror destinations; their answers are dropped
-        and they never affect this exchange. A body too large to keep is not mirrored."""
-        mirrors, ex.mirrors = ex.mirrors, None
-        body = ex.framed_replay()
-        if body is None:
-            log.debug("request body too large to mirror")
+                self.replay.append(data)
+        conn = self.conn
+        if conn is not None:
+            if self.ex.head.chunked:
+                conn.transport.writelines((b"%x\r\n" % len(data), data, b"\r\n"))
+            else:
+                conn.transport.write(data)
             return
-        ctx = self.ctx
-        for dest in mirrors:
-            ctx.spawn(mirror.send(dest, ctx.resolver, ctx.pool, ex.upstream_head, body, ex.head_request),
-                      name="pyproxy-mirror")
+        self.body.append(data)
+        self.body_size += len(data)
+        if self.body_size > self.ctx.limits.buffer_limit:
+            self.down.pause_request(True)
 
-    def _dispatch(self, ex: Exchange, fresh: bool = False) -> None:
+    def end_request(self) -> None:
+        self.request_done = True
+        conn = self.conn
+        if conn is not None:
+            if self.ex.head.chunked:
+                conn.transport.write(b"0\r\n\r\n")
+            self._start_try_timer()
+        limit = self.route.timeouts.request
+        if limit is not None and self.timer is None:
+            self.timer = self.down.loop.call_later(limit, self._route_timeout)
+        if self.mirrors:
+            self._send_mirrors()
+
+    def cancel(self) -> None:
+        """The exchange ended (answered, failed, or the client went away)."""
+        self.done = True
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.task is not None and not self.task.done():
+            self.task.cancel()
+        self._drop_attempt()
+        self.body = []
+        self.replay = None
+
+    def pause_reading(self, paused: bool) -> None:
+        """The client's write buffer filled (or drained): stop (resume) reading the upstream."""
+        conn = self.conn
+        if conn is not None and not conn.closed:
+            if paused:
+                conn.transport.pause_reading()
+            else:
+                conn.transport.resume_reading()
+
+    # ------------------------------------------------------------------ endpoints and connections
+
+    def _dispatch(self, fresh: bool = False) -> None:
         """Attach an idle pooled connection right away when there is one (the common case,
         no task); otherwise start a task that resolves and connects."""
-        dest = ex.backend.destination
+        dest = self.dest
         addresses = dest.addresses(self.ctx.resolver.lookup)
         target = None
         if addresses:
-            target = _pick(ex, addresses)
+            target = self._pick(addresses)
             if not fresh:
                 pool = self.ctx.pool
                 conn = pool.take(pool.key(dest, *target))
                 if conn is not None:
-                    self._attach(ex, conn, True)
+                    self._attach(conn, True)
                     return
-        ex.task = self.loop.create_task(self._connect(ex, target, fresh), name="pyproxy-connect")
+        self.task = self.down.loop.create_task(self._connect(target, fresh), name="pyproxy-connect")
 
-    async def _connect(self, ex: Exchange, target: tuple[str, int, bool] | None, fresh: bool) -> None:
-        dest = ex.backend.destination
+    async def _connect(self, target: tuple[str, int, bool] | None, fresh: bool) -> None:
+        dest = self.dest
         ctx = self.ctx
         try:
             if target is None:
                 addresses = await dest.resolve(ctx.resolver)
                 if not addresses:
                     raise errors.NoHealthyUpstream("no endpoint")
-                target = _pick(ex, addresses)
+                target = self._pick(addresses)
             conn, reused = await ctx.pool.acquire(dest, *target, fresh=fresh)
         except ProxyError as exc:
-            if not ex.finished:
-                self._attempt_failed(ex, exc)
+            if not self.done:
+                self._attempt_failed(exc)
             return
         except Exception:
             log.exception("internal error while connecting upstream")
-            if not ex.finished:
-                self._fail(ex, errors.InternalError("internal error"))
+            if not self.done:
+                self._fail(errors.InternalError("internal error"))
             return
-        if ex.finished:
+        if self.done:
             ctx.pool.release(conn)
             return
-        self._attach(ex, conn, reused)
+        self._attach(conn, reused)
 
-    def _attach(self, ex: Exchange, conn, reused: bool) -> None:
+    def _pick(self, addresses) -> tuple[str, int, bool]:
+        """The next endpoint of the destination, recorded for the access log."""
+        target = self.dest.pick(addresses)
+        self.ex.upstream_addr = target[0] if target[2] else f"{target[0]}:{target[1]}"
+        return target
+
+    def _attach(self, conn: UpstreamConnection, reused: bool) -> None:
         """Send the request head and any body buffered so far on ``conn``."""
-        ex.conn = conn
-        ex.reused = reused
-        conn.start(ex, ex.upstream_head, ex.head_request)
-        if ex.body:
-            body = ex.body
-            ex.body = []
-            if ex.chunked_in:
+        self.conn = conn
+        self.reused = reused
+        conn.start(self, self.head, self.ex.head.method == "HEAD")
+        body = self.body
+        if body:
+            self.body = []
+            self.body_size = 0
+            if self.ex.head.chunked:
                 conn.transport.writelines([b"%x\r\n%s\r\n" % (len(b), b) for b in body])
             else:
                 conn.transport.writelines(body)
-        if ex.request_complete:
-            if ex.chunked_in:
-                conn.write(b"0\r\n\r\n")
-            self._start_try_timer(ex)
-        if self.write_paused:
+        if self.request_done:
+            if self.ex.head.chunked:
+                conn.transport.write(b"0\r\n\r\n")
+            self._start_try_timer()
+        if self.down.write_paused:
             conn.transport.pause_reading()
-        self.gate.unblock(BUFFERED)
+        self.down.pause_request(False)
 
-    def _start_route_timer(self, ex: Exchange) -> None:
-        """The overall deadline (``timeouts.request``), from the end of the client request."""
-        limit = ex.route.timeouts.request
-        if limit is not None:
-            ex.timer = self.loop.call_later(limit, self._route_timeout, ex)
+    def _drop_attempt(self) -> None:
+        conn, self.conn = self.conn, None
+        if conn is not None:
+            conn.abort()
+        if self.try_timer is not None:
+            self.try_timer.cancel()
+            self.try_timer = None
 
-    def _start_try_timer(self, ex: Exchange) -> None:
+    # ------------------------------------------------------------------ deadlines, retries, mirrors
+
+    def _start_try_timer(self) -> None:
         """The deadline of one upstream attempt (``timeouts.backendRequest``), from the moment
         the whole request was sent on it."""
-        limit = ex.route.timeouts.backend_request
-        if limit is not None and ex.try_timer is None:
-            ex.try_timer = self.loop.call_later(limit, self._try_timeout, ex)
+        limit = self.route.timeouts.backend_request
+        if limit is not None and self.try_timer is None:
+            self.try_timer = self.down.loop.call_later(limit, self._try_timeout)
 
-    def _try_timeout(self, ex: Exchange) -> None:
-        ex.try_timer = None
-        if not ex.finished and not ex.response_started:
-            self._attempt_failed(ex, errors.UpstreamTimeout())
+    def _try_timeout(self) -> None:
+        self.try_timer = None
+        if not self.done and not self.ex.response_started:
+            self._attempt_failed(errors.UpstreamTimeout())
 
-    def _route_timeout(self, ex: Exchange) -> None:
-        ex.timer = None
-        if not ex.finished:
-            self._fail(ex, errors.UpstreamTimeout())
+    def _route_timeout(self) -> None:
+        self.timer = None
+        if not self.done:
+            self._fail(errors.UpstreamTimeout())
 
-    # ------------------------------------------------------------------ response path (upstream callbacks)
+    def _can_retry(self) -> bool:
+        return self.retries_left > 0 and self.request_done and self.replay is not None
 
-    def write_response_head(self, ex: Exchange, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> None:
-        """Hold the head: the body that usually follows in the same upstream read goes out in
-        the same send (one syscall per small response instead of two). ``flush`` sends it at
-        the end of that read at the latest."""
-        retry = ex.route.retry
-        if retry is not None and status in retry.codes and self._can_retry(ex):
-            ex.discarding = True  # this answer is dropped; the request is sent again
+    def _retry(self) -> None:
+        """Send the request again (its body replayed) after the route's backoff."""
+        self.retries_left -= 1
+        self.discarding = False
+        self._drop_attempt()
+        assert self.replay is not None
+        self.body = list(self.replay)
+        retry = self.route.retry
+        backoff = retry.backoff if retry is not None else None
+        self.try_timer = self.down.loop.call_later(DEFAULT_BACKOFF if backoff is None else backoff, self._redispatch)
+
+    def _redispatch(self) -> None:
+        self.try_timer = None
+        if not self.done:
+            self._dispatch()
+
+    def _attempt_failed(self, error: ProxyError) -> None:
+        """One upstream attempt failed before anything was relayed to the client: retry it
+        when the route says so, else answer with the error."""
+        self._drop_attempt()
+        if (self.discarding or isinstance(error, RETRIABLE)) and not self.ex.response_started and self._can_retry():
+            self._retry()
             return
-        ex.response_started = True
-        ex.status = status
-        self.pending = [response_head(ex, status, reason, headers)]
+        self._fail(error)
 
-    def write_response_body(self, ex: Exchange, data: bytes) -> None:
-        if ex.discarding:
+    def _fail(self, error: ProxyError) -> None:
+        self.cancel()
+        self.down.fail(self.ex, error)
+
+    def _send_mirrors(self) -> None:
+        """Copies of the complete request to the mirror destinations; their answers are dropped
+        and they never affect this exchange. A body too large to keep is not mirrored."""
+        mirrors, self.mirrors = self.mirrors, []
+        if self.replay is None:
+            log.debug("request body too large to mirror")
             return
-        ex.bytes_sent += len(data)
-        pending = self.pending
-        if pending is not None:
-            if len(data) <= COALESCE_LIMIT:
-                if ex.chunked_out:
-                    pending.extend((b"%x\r\n" % len(data), data, b"\r\n"))
-                else:
-                    pending.append(data)
-                return
-            self.flush()
-        if ex.chunked_out:
-            self.transport.writelines((b"%x\r\n" % len(data), data, b"\r\n"))
-        else:
-            self.transport.write(data)
+        body = list(self.replay)
+        if self.ex.head.chunked:
+            body = [b"%x\r\n%s\r\n" % (len(c), c) for c in body] + [b"0\r\n\r\n"]
+        ctx = self.ctx
+        for dest in mirrors:
+            ctx.spawn(mirror.send(dest, ctx.resolver, ctx.pool, self.head, body, self.ex.head.method == "HEAD"),
+                      name="pyproxy-mirror")
+
+    # ------------------------------------------------------------------ ResponseSink (upstream callbacks)
+
+    def response_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+        retry = self.route.retry
+        if retry is not None and status in retry.codes and self._can_retry():
+            self.discarding = True  # this answer is dropped; the request is sent again
+            return
+        self.down.send_head(self.ex, status, reason, headers)
+
+    def response_body(self, data: bytes) -> None:
+        if not self.discarding:
+            self.down.send_body(self.ex, data)
 
     def flush(self) -> None:
-        """Send the held response bytes (called when an upstream read has been processed)."""
-        pending, self.pending = self.pending, None
-        if pending:
-            self.transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+        self.down.flush()
 
-    def end_response(self, ex: Exchange, reusable: bool) -> None:
-        if ex.finished:
+    def response_end(self, reusable: bool) -> None:
+        if self.done:
             return
-        if ex.discarding:
-            conn, ex.conn = ex.conn, None
-            if reusable:
-                self.ctx.pool.release(conn)
-            else:
-                conn.close()
-            self._retry(ex)
+        conn, self.conn = self.conn, None
+        if self.discarding:
+            if conn is not None:
+                if reusable:
+                    self.ctx.pool.release(conn)
+                else:
+                    conn.close()
+            self._retry()
             return
-        if ex.chunked_out:
-            if self.pending is not None:
-                self.pending.append(b"0\r\n\r\n")
-            else:
-                self.transport.write(b"0\r\n\r\n")
-        self.flush()
-        conn, ex.conn = ex.conn, None
         if conn is not None:
-            if reusable and ex.request_complete:
-                if self.write_paused:
+            if reusable and self.request_done:
+                if self.down.write_paused:
                     conn.transport.resume_reading()  # paused for this client, not for its next user
                 self.ctx.pool.release(conn)
             else:
                 conn.close()
-        if not ex.request_complete:
-            ex.close_after = True  # the rest of the request body will not be read
-        self._finish(ex)
+        self.cancel()
+        self.down.end(self.ex)
 
-    def upstream_failed(self, ex: Exchange, error: ProxyError) -> None:
-        if ex.finished:
+    def upstream_failed(self, error: ProxyError) -> None:
+        if self.done:
             return
         stale = (
-            isinstance(error, errors.UpstreamReset) and ex.reused and not ex.retried and not ex.response_started
-            and not ex.body_seen and ex.method in http.IDEMPOTENT and ex.route.retry is None
+            isinstance(error, errors.UpstreamReset) and self.reused and not self.retried
+            and not self.ex.response_started and not self.ex.bytes_received
+            and self.ex.head.method in http.IDEMPOTENT and self.route.retry is None
         )
         if stale:
             # The stale keep-alive race: the pooled connection died before our request reached
             # the upstream. Nothing was consumed, so one fresh connection is safe to try.
-            self._drop_attempt(ex)
-            ex.retried = True
-            self._dispatch(ex, fresh=True)
+            self._drop_attempt()
+            self.retried = True
+            self._dispatch(fresh=True)
             return
-        self._attempt_failed(ex, error)
+        self._attempt_failed(error)
 
-    def _attempt_failed(self, ex: Exchange, error: ProxyError) -> None:
-        """One upstream attempt failed before anything was relayed to the client: retry it
-        when the route says so, else answer with the error."""
-        self._drop_attempt(ex)
-        if (ex.discarding or isinstance(error, RETRIABLE)) and not ex.response_started and self._can_retry(ex):
-            self._retry(ex)
-            return
-        self._fail(ex, error)
+    def upstream_pause(self) -> None:
+        self.down.pause_request(True)
 
-    def _drop_attempt(self, ex: Exchange) -> None:
-        conn, ex.conn = ex.conn, None
-        if conn is not None:
-            conn.abort()
-        if ex.try_timer is not None:
-            ex.try_timer.cancel()
-            ex.try_timer = None
+    def upstream_resume(self) -> None:
+        self.down.pause_request(False)
 
-    @staticmethod
-    def _can_retry(ex: Exchange) -> bool:
-        return ex.retries_left > 0 and ex.request_complete and ex.replay is not None
-
-    def _retry(self, ex: Exchange) -> None:
-        """Send the request again (its body replayed) after the route's backoff."""
-        ex.retries_left -= 1
-        ex.discarding = False
-        self._drop_attempt(ex)
-        ex.body = list(ex.replay)
-        backoff = ex.route.retry.backoff
-        ex.try_timer = self.loop.call_later(DEFAULT_BACKOFF if backoff is None else backoff, self._redispatch, ex)
-
-    def _redispatch(self, ex: Exchange) -> None:
-        ex.try_timer = None
-        if not ex.finished:
-            self._dispatch(ex)
-
-
-def _pick(ex: Exchange, addresses) -> tuple[str, int, bool]:
-    """The next endpoint of the exchange's destination, recorded for the access log."""
-    target = ex.backend.destination.pick(addresses)
-    ex.upstream_addr = target[0] if target[2] else f"{target[0]}:{target[1]}"
-    return target

@@ -59,14 +59,30 @@ def _decode_unreserved(path: str) -> str:
     return _ESCAPE.sub(_decode_escape, path)
 
 
-def normalize_path(path: str) -> str:
-    """Envoy Gateway's defaults: ``normalize_path`` (decode unreserved escapes, remove dot
-    segments) and ``merge_slashes``. The normalised path is what routes match and what the
-    upstream receives."""
+_ESCAPED_SLASH = re.compile(r"%(?:2[Ff]|5[Cc])")
+
+
+def _unescape_slash(m: re.Match) -> str:
+    return "/" if m.group(0)[2] in "Ff" else "\\"
+
+
+def normalize_path(path: str) -> tuple[str, bool]:
+    """Envoy Gateway's defaults, in Envoy's order: escaped slashes (``%2F``, ``%5C``, any
+    case) unescaped (``path_with_escaped_slashes_action: UNESCAPE_AND_REDIRECT``), then
+    ``normalize_path`` (unreserved escapes decoded, ``\\`` taken as ``/`` as browsers and
+    Envoy's URL canonicaliser do, dot segments removed) and ``merge_slashes``. Returns the
+    normalised path, what routes match and the upstream receives, and whether an escaped
+    slash was found: such a request is answered with a redirect to the normalised path, so a
+    path is never matched in one shape and served in another."""
+    escaped = False
     if "%" in path:
-        path = _decode_unreserved(path)
+        unescaped = _ESCAPED_SLASH.sub(_unescape_slash, path)
+        escaped = unescaped != path
+        path = _decode_unreserved(unescaped)
+    if "\\" in path:
+        path = path.replace("\\", "/")
     if "//" not in path and "/." not in path:
-        return path
+        return path, escaped
     segments: list[str] = []
     parts = path.split("/")
     for seg in parts[1:]:
@@ -79,7 +95,7 @@ def normalize_path(path: str) -> str:
     out = "/" + "/".join(segments)
     if trailing and out != "/":
         out += "/"
-    return out
+    return out, escaped
 
 
 def split_target(target: bytes) -> tuple[str, str]:

@@ -1,76 +1,87 @@
-"""The downstream side: an ``asyncio.Protocol`` over httptools' request parser.
+"""The downstream HTTP/1.1 connection: an ``asyncio.Protocol`` driving the I/O-free framing
+(``framing.RequestReader``) and the state tables of ``states.py``.
 
-Parser callbacks only build state. A request whose headers are complete becomes an
-``Exchange`` (``exchange.py``: validation, the heads written each way); exchanges of one
-connection are answered strictly in order (pipelining), and only the first is active. Routing
-and local replies happen synchronously; forwarding (``forward.py``) takes an idle pooled
-upstream connection or starts one task to connect, after which bodies flow callback to
-callback in both directions with backpressure (``pause_reading`` on the other side when a
-write buffer fills; ``flow.py`` tracks why the client is not being read). A ``ProxyError``
-anywhere becomes exactly one local reply, or a closed connection if the response had already
-started.
+Requests are answered strictly in order (pipelining); only the exchange at the head of the
+queue is active, and the reader is held (its unparsed bytes kept, the socket paused) while
+``max_pipelined`` requests wait, while a waiting request's body fills ``buffer_limit``, or
+while the client is not reading what we write. Routing (``decide.py``) and local replies
+are synchronous; forwarding is a ``forward.Forwarder`` that talks back through the
+``Downstream`` methods of this class. Every answer the proxy writes itself goes through
+``_local``, which also writes the access-log line.
+
+Deadlines are one slot per connection (``deadline``/``deadline_cb``), checked by the
+context's sweeper: the header deadline while a head is incomplete (and before the first),
+the body deadline while a request body goes silent, the idle deadline between requests.
+The stream idle timeout is the sweeper comparing ``progress`` between sweeps.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections import deque
-from typing import Callable
-
-import httptools
+from typing import Callable, cast
 
 from .. import errors
-from ..errors import BadRequest, HeadersTooLarge, ProxyError
+from ..errors import ProxyError
 from . import http, tls
-from .compile import DIRECT, REDIRECT
 from .context import Context
-from .exchange import Exchange, access_entry, upstream_head, validate
-from .filters import redirect_location
-from .flow import BUFFERED, PIPELINE, UPSTREAM_FULL, ReadGate
-from .forward import Forwarding
+from .decide import Local, decide
+from .encode import response_head, upstream_head
+from .exchange import Exchange, access_entry, request_id
+from .flow import HOLD, UPSTREAM_FULL, ReadGate
+from .forward import Forwarder
+from .framing import RequestHead, RequestReader
+from .states import KEEP_ALIVE, REQUEST, Conn, Ev, InvalidTransition, Req, Resp, step
 
 log = logging.getLogger("pyproxy.server")
 
+_NONE, _HEADER, _BODY, _IDLE = range(4)  # which deadline is armed
 
 
-class HttpProtocol(Forwarding, asyncio.Protocol):
+class HttpProtocol(asyncio.Protocol):
     """One downstream connection on a listener socket (``group_key`` = (address, port))."""
 
     def __init__(self, ctx: Context, group_key: tuple[str, int], scheme: str) -> None:
         self.ctx = ctx
+        self.limits = ctx.limits
         self.group_key = group_key
         self.scheme = scheme
         self.scheme_b = scheme.encode()
+        self.loop = asyncio.get_event_loop()
         self.transport: asyncio.Transport | None = None
-        self.parser = httptools.HttpRequestParser(self)
-        self.queue: deque[Exchange] = deque()
-        self.parsing: Exchange | None = None
-        self.url = b""
-        self.header_count = 0
-        self.header_bytes = 0
-        self.in_head = False  # between on_message_begin and on_headers_complete
-        self.head_raw = 0  # bytes read while a request head stays incomplete across reads
         self.gate: ReadGate | None = None
+        self.reader = RequestReader(self, ctx.limits)
+        self.keep = Conn.OPEN
+        self.queue: deque[Exchange] = deque()  # exchanges not yet answered, in order
+        self.reading: Exchange | None = None  # the exchange whose request body is arriving
+        self.backlog = b""  # bytes received but not parsed while the reader is held
         self.write_paused = False
-        self.closing = False
-        self.advancing = False  # _after is starting queued exchanges further up the stack
-        self.no_more_requests = False
-        self.deferred_error: ProxyError | None = None
-        self.timer: asyncio.TimerHandle | None = None  # the lingering close
-        self.deadline = 0.0  # loop time at which deadline_cb fires (header or idle deadline)
-        self.deadline_cb: Callable[[], None] | None = None
         self.pending: list[bytes] | None = None  # response bytes held until the upstream read ends
-        self.sni: str | None = None  # the TLS server name the client sent (HTTPS listeners)
+        self.deferred_error: ProxyError | None = None  # a parse error answered after the queue
+        self.advancing = False
+        self.served = 0
+        self.closed = False
+        self.linger: asyncio.TimerHandle | None = None
+        self.deadline = 0.0
+        self.deadline_kind = _NONE
+        self.deadline_cb: Callable[[], None] | None = None
+        self.progress = 0  # bumped whenever bytes move for the active exchange
+        self.progress_seen = 0
+        self.progress_at = 0.0
+        self.sni: str | None = None
         self.peer = ""
         self.peer_b = b""
         self.local = ""
-        self.loop = asyncio.get_event_loop()
+
+    def __repr__(self) -> str:
+        return (f"<HttpProtocol {self.peer} keep={self.keep.name} queue={list(self.queue)} "
+                f"backlog={len(self.backlog)} write_paused={self.write_paused}>")
 
     # ------------------------------------------------------------------ asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        # uvloop's transports implement asyncio.Transport without subclassing it
+        self.transport = cast(asyncio.Transport, transport)
         self.gate = ReadGate(self.transport)
         self.ctx.connections.add(self)
         peer = transport.get_extra_info("peername")
@@ -81,375 +92,421 @@ class HttpProtocol(Forwarding, asyncio.Protocol):
         ssl_object = transport.get_extra_info("ssl_object")
         if ssl_object is not None:
             self.sni = tls.server_name(ssl_object)
-        self._arm(self.ctx.limits.idle_timeout, self._idle_expired)
+        self._arm(_HEADER)  # a connection that sends nothing gets the header deadline
 
     def data_received(self, data: bytes) -> None:
-        if self.gate.stopped:
+        if self.closed:
             return
-        pending = self.parsing if self.in_head else None
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._upgrade()
+        self.progress += 1
+        if self.backlog:  # held: keep the order (a TLS transport may deliver after pause)
+            self.backlog += data
             return
-        except httptools.HttpParserError as exc:
-            cause = exc.__context__
-            if isinstance(cause, _StopParsing):
-                self.gate.stop(drain=True)
-            elif isinstance(cause, ProxyError):
-                self._protocol_error(cause)
-            elif cause is not None:
-                log.error("internal error while handling a request", exc_info=cause)
-                self._protocol_error(errors.InternalError("internal error"))
-            else:
-                self._protocol_error(BadRequest(str(exc)))
-            return
-        if self.in_head:
-            # httptools buffers a header line until it ends and reports it only then, so a
-            # head that keeps growing across reads is measured here, before it is complete.
-            if self.parsing is pending:
-                self.head_raw += len(data)
-                if self.head_raw > http.MAX_HEADER_BYTES:
-                    self._protocol_error(HeadersTooLarge("header section too large"))
-                    return
-            if self.parser.get_http_version() == "0.9":
-                self._protocol_error(BadRequest("HTTP/0.9"))
+        self._feed(data)
+
+    def eof_received(self) -> bool | None:
+        return None
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
         self.ctx.connections.discard(self)
-        self._disarm()
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
-        self.gate.stopped = True
+        self.deadline_cb = None
+        if self.linger is not None:
+            self.linger.cancel()
+            self.linger = None
+        self.reader.stop()
+        self.backlog = b""
         for ex in self.queue:
-            if not ex.finished:
-                ex.finished = True
-                self._cancel(ex)
-                if ex.started:
-                    if not ex.response_started:
-                        ex.flags = "DC"
-                    self._log(ex)
+            if ex.resp is not Resp.DONE and ex.resp is not Resp.QUEUED:
+                if ex.forwarder is not None:
+                    ex.forwarder.cancel()
+                if not ex.response_started:
+                    ex.flags = "DC"
+                    ex.details = "downstream_remote_disconnect"
+                ex.advance(Ev.LOST)
+                self._log(ex)
         self.queue.clear()
 
     def pause_writing(self) -> None:
         self.write_paused = True
-        if self.queue and self.queue[0].conn is not None:
-            self.queue[0].conn.transport.pause_reading()
+        if self.queue and self.queue[0].forwarder is not None:
+            self.queue[0].forwarder.pause_reading(True)
 
     def resume_writing(self) -> None:
         self.write_paused = False
-        if self.queue and self.queue[0].conn is not None and not self.queue[0].conn.closed:
-            self.queue[0].conn.transport.resume_reading()
+        self.progress += 1
+        if self.queue and self.queue[0].forwarder is not None:
+            self.queue[0].forwarder.pause_reading(False)
+        self._advance()
 
-    # ------------------------------------------------------------------ parser callbacks
+    # ------------------------------------------------------------------ parsing (RequestHandler)
 
-    def on_message_begin(self) -> None:
-        if self.no_more_requests:
-            raise _StopParsing
-        ex = Exchange(self)
-        self.parsing = ex
-        self.url = b""
-        self.header_count = 0
-        self.header_bytes = 0
-        self.in_head = True
-        self.head_raw = 0
-        if self.queue:
-            self.gate.block(PIPELINE)
-        else:
-            self._arm(self.ctx.limits.header_timeout, self._header_expired)
+    def _feed(self, data: bytes) -> None:
+        try:
+            rest = self.reader.feed(data)
+        except ProxyError as error:
+            self._protocol_error(error)
+            return
+        except (InvalidTransition, Exception) as exc:
+            log.error("internal error while reading a request", exc_info=exc)
+            self._protocol_error(errors.InternalError("internal error"))
+            return
+        if rest:
+            self.backlog = rest
+            self.gate.block(HOLD)
+        self._rearm()
 
-    def on_url(self, url: bytes) -> None:
-        self.url += url
-        self.header_bytes += len(url)
-        if self.header_bytes > http.MAX_HEADER_BYTES:
-            raise errors.UriTooLong("request-target too long")
-
-    def on_header(self, name: bytes, value: bytes) -> None:
-        self.header_count += 1
-        self.header_bytes += len(name) + len(value) + 4
-        if self.header_count > http.MAX_HEADERS:
-            raise HeadersTooLarge("too many headers")
-        if self.header_bytes > http.MAX_HEADER_BYTES:
-            raise HeadersTooLarge("header section too large")
-        self.parsing.headers.append((name.lower(), value))
-
-    def on_headers_complete(self) -> None:
-        ex = self.parsing
-        parser = self.parser
-        self.in_head = False
-        ex.method = parser.get_method().decode("latin-1")
-        ex.version = parser.get_http_version()
-        ex.keep_alive = parser.should_keep_alive()
-        ex.head_request = ex.method == "HEAD"
-        validate(ex, self.url)
-        if ex.has_body:
-            self._arm(self.ctx.limits.body_timeout, self._body_expired)
-        elif not self.queue:
-            self._disarm()
+    def request_head(self, head: RequestHead) -> None:
+        ex = Exchange(head)
+        ex.req = step(REQUEST, Req.HEAD, Ev.HEAD_BODY if head.has_body else Ev.HEAD_DONE)
+        if not head.keep_alive:
+            self.keep = step(KEEP_ALIVE, self.keep, Ev.LAST)
+        self.reading = ex
         self.queue.append(ex)
         if len(self.queue) == 1:
             self._start(ex)
+        if not self._may_read():
+            self.reader.hold()
 
-    def on_body(self, body: bytes) -> None:
-        ex = self.parsing
-        ex.bytes_received += len(body)
-        if self.deadline_cb is not None:  # the body deadline: progress pushes it back
-            self.deadline = self.loop.time() + self.ctx.limits.body_timeout
-        if ex.finished:
+    def request_body(self, data: bytes) -> None:
+        ex = self.reading
+        assert ex is not None
+        ex.bytes_received += len(data)
+        if self.deadline_kind == _BODY:
+            self.deadline = self.loop.time() + self.limits.body_timeout
+        if ex.resp is Resp.DONE:
+            return  # answered already; the connection closes once this read is done
+        forwarder = ex.forwarder
+        if forwarder is not None:
+            forwarder.body_received(data)
             return
-        ex.body_seen = True
-        if ex.replay is not None:
-            ex.keep_for_replay(body)
-        conn = ex.conn
-        if conn is not None:
-            if ex.chunked_in:
-                conn.transport.writelines((b"%x\r\n" % len(body), body, b"\r\n"))
-            else:
-                conn.write(body)
-            return
-        ex.body.append(body)
-        ex.body_size += len(body)
-        if ex.body_size > self.ctx.limits.buffer_limit:
-            self.gate.block(BUFFERED)
+        ex.body.append(data)  # queued behind another exchange, or being routed
+        ex.body_size += len(data)
+        if ex.body_size > self.limits.buffer_limit:
+            self.reader.hold()
 
-    def on_message_complete(self) -> None:
-        ex = self.parsing
-        self.parsing = None
-        self._disarm()
-        ex.request_complete = True
-        if not ex.keep_alive:
-            self.no_more_requests = True
-        if ex.finished:
-            if not ex.close_after:
-                self._after(ex)
-            return
-        if ex.conn is not None:
-            if ex.chunked_in:
-                ex.conn.write(b"0\r\n\r\n")
-            self._start_try_timer(ex)
-        if ex.started and ex.route is not None and ex.timer is None and not ex.response_started:
-            self._start_route_timer(ex)
-        if ex.mirrors:
-            self._send_mirrors(ex)
+    def request_end(self) -> None:
+        ex = self.reading
+        assert ex is not None
+        self.reading = None
+        if ex.req is Req.BODY:
+            ex.req = step(REQUEST, ex.req, Ev.BODY_END)
+            if ex.forwarder is not None and ex.resp is not Resp.DONE:
+                ex.forwarder.end_request()
+        if self.keep is not Conn.OPEN:
+            self.reader.stop()  # nothing after the last request is parsed, let alone forwarded
+            self.backlog = b""
+        if ex.resp is Resp.DONE:
+            self._advance()
+        elif not self._may_read():
+            self.reader.hold()
 
-    # ------------------------------------------------------------------ dispatch
+    def _may_read(self) -> bool:
+        """Whether the reader may go on now (else it holds what it has not parsed)."""
+        reading = self.reading
+        if reading is not None:
+            # the body of a request that is not being forwarded yet is held at buffer_limit
+            return reading.forwarder is not None or reading.body_size <= self.limits.buffer_limit
+        if self.keep is not Conn.OPEN or self.closed:
+            return False
+        if self.write_paused and self.queue:
+            return False  # the client is not reading our answers: read no further requests
+        return len(self.queue) < self.limits.max_pipelined
+
+    # ------------------------------------------------------------------ exchanges
 
     def _start(self, ex: Exchange) -> None:
-        """Route the active exchange and either answer it locally or start forwarding."""
-        ex.started = True
-        snapshot = self.ctx.snapshot
-        group = snapshot.groups.get(self.group_key)
-        listener = group.listeners.find(ex.host) if group is not None else None
-        if listener is not None and self.sni is not None and group.listeners.find(self.sni) is not listener:
-            # TLS picked another listener than the Host names: Misdirected Request (RFC 9110 §15.5.20)
-            self._reply(ex, 421)
+        """Route the exchange at the head of the queue; answer it or start forwarding."""
+        ex.advance(Ev.START)
+        try:
+            local = decide(self.ctx.snapshot, self.group_key, self.sni, self.scheme, ex)
+        except ProxyError as error:
+            self._local(ex, error.status, error.body.encode(), flags=error.flags, details=error.details,
+                        close=error.close)
             return
-        vhost = listener.vhosts.find(ex.host) if listener is not None else None
-        route = vhost.match(ex.method, ex.path, ex.query, ex.headers) if vhost is not None else None
-        if route is None:
-            ex.flags = "NR"
-            self._reply(ex, 404)
+        if local is not None:
+            self._local(ex, local.status, local.body, local.headers, details=local.details)
             return
-        ex.route = route
-        if route.cors is not None and self._cors(ex, route.cors):
-            return
-        if route.kind == REDIRECT:
-            location = redirect_location(route.redirect, self.scheme, ex.host, self.group_key[1], ex.path, ex.query)
-            self._reply(ex, route.redirect.status_code, extra=[(b"location", location.encode("latin-1"))])
-            return
-        if route.kind == DIRECT:
-            self._reply(ex, route.direct.status, route.direct.body.encode())
-            return
-        backend = route.pick()
-        ex.backend = backend
-        if backend.destination is None:
-            self._reply(ex, backend.invalid_status)
-            return
-        ex.upstream_head = upstream_head(ex, route, backend, self.peer_b, self.scheme_b)
-        ex.response_filters = tuple(f for f in (route.response_headers, backend.response_headers) if f is not None)
-        if route.retry is not None:
-            ex.retries_left = route.retry.retries
-        if route.mirrors:
-            ex.mirrors = [dest for dest, percent in route.mirrors if percent >= 100 or random.random() * 100 < percent]
-        if ex.retries_left or ex.mirrors:
-            ex.start_replay()
-        if ex.expect_continue:
-            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
-        if ex.request_complete:
-            self._start_route_timer(ex)
-            if ex.mirrors:
-                self._send_mirrors(ex)
-        self._dispatch(ex)
+        route, backend = ex.route, ex.backend
+        assert route is not None and backend is not None
+        ex.request_id = request_id()
+        head = upstream_head(ex, route, backend, self.peer_b, self.scheme_b, ex.request_id.encode())
+        ex.advance(Ev.FORWARD)
+        forwarder = ex.forwarder = Forwarder(self, ex, route, backend, head)
+        forwarder.start(ex.req is Req.DONE)
 
-    # ------------------------------------------------------------------ completion
-
-    def _reply(self, ex: Exchange, status: int, body: bytes = b"", extra=None, close: bool = False) -> None:
-        ex.status = status
-        ex.response_started = True
-        ex.bytes_sent += len(body)
-        # Like Envoy on HTTP/1: an answer before the request body was read ends the connection
-        # instead of reading (and discarding) a body of any size.
-        close = close or not ex.keep_alive or (ex.has_body and not ex.request_complete)
-        if close:
-            ex.close_after = True
-        if ex.extra_response_headers:
-            # like Envoy, the proxy's own answers on a CORS route carry the CORS headers too, so
-            # a browser sees the real 5xx instead of a CORS failure
-            extra = (extra or []) + ex.extra_response_headers
-        self.transport.write(http.local_reply(status, b"" if ex.head_request else body, close=close, extra=extra))
-        self._finish(ex)
-
-    def _fail(self, ex: Exchange, error: ProxyError) -> None:
-        """Answer with the error's local reply, or cut the connection if the response began."""
-        ex.flags = error.flags
-        self._cancel(ex)
-        if ex.response_started:
-            ex.finished = True
-            self.flush()
-            self._log(ex)
-            self._close()
+    def _advance(self) -> None:
+        """Move on after an exchange: drop the answered ones, start the next queued one,
+        parse what was held back, close when the connection ends. A loop, not recursion:
+        exchanges answered locally finish inside ``_start``."""
+        if self.advancing or self.closed:
             return
-        self._reply(ex, error.status, error.body.encode(), close=error.close)
-
-    def _cancel(self, ex: Exchange) -> None:
-        if ex.timer is not None:
-            ex.timer.cancel()
-            ex.timer = None
-        if ex.task is not None and not ex.task.done():
-            ex.task.cancel()
-        self._drop_attempt(ex)
-
-    def _finish(self, ex: Exchange) -> None:
-        ex.finished = True
-        ex.body = []
-        ex.replay = None
-        if ex.timer is not None:
-            ex.timer.cancel()
-            ex.timer = None
-        if ex.try_timer is not None:
-            ex.try_timer.cancel()
-            ex.try_timer = None
-        self.gate.unblock(UPSTREAM_FULL | BUFFERED)
-        self._log(ex)
-        if ex.request_complete or ex.close_after:
-            self._after(ex)
-
-    def _after(self, ex: Exchange) -> None:
-        """The exchange is answered and its request fully read: move on to the next one."""
-        if self.queue and self.queue[0] is ex:
-            self.queue.popleft()
-        if ex.close_after or not ex.keep_alive:
-            self._close()
-            return
-        if self.advancing:
-            return
-        # A loop, not recursion: queued exchanges answered locally finish inside _start.
         self.advancing = True
         try:
-            while self.queue and not self.closing and not self.queue[0].started:
-                if len(self.queue) == 1:
-                    self.gate.unblock(PIPELINE)
-                self._start(self.queue[0])
+            queue = self.queue
+            while True:
+                while queue and queue[0].resp is Resp.DONE and (queue[0].req is Req.DONE or self.keep is Conn.CLOSING):
+                    queue.popleft()
+                if self.keep is Conn.CLOSING or (self.keep is Conn.LAST and not queue and self.reading is None):
+                    if not queue or queue[0].resp is Resp.QUEUED:
+                        self._close()
+                        return
+                    break
+                if queue:
+                    first = queue[0]
+                    if first.resp is Resp.QUEUED and not self.write_paused:
+                        self._start(first)
+                        continue
+                    if not self._may_read():
+                        break
+                elif self.deferred_error is not None:
+                    error, self.deferred_error = self.deferred_error, None
+                    self._local(Exchange(None), error.status, error.body.encode(), flags=error.flags,
+                                details=error.details, close=True)
+                    continue
+                if self._may_read():
+                    self.reader.release()
+                    data, self.backlog = self.backlog, b""
+                    self.gate.unblock(HOLD)
+                    if data:
+                        self._feed(data)
+                        continue
+                break
         finally:
             self.advancing = False
-        if self.queue or self.closing:
+        self._rearm()
+
+    def _finish(self, ex: Exchange) -> None:
+        """The exchange's answer is complete (or cut short)."""
+        self._log(ex)
+        self.served += 1
+        if ex.req is not Req.DONE:
+            # answered before its body was read: like Envoy on HTTP/1, close instead of
+            # reading (and discarding) a body of any size
+            self.keep = step(KEEP_ALIVE, self.keep, Ev.CLOSE)
+            self.reader.stop()
+            self.reading = None
+            self.backlog = b""
+        self.gate.unblock(UPSTREAM_FULL)
+        self._advance()
+
+    # ------------------------------------------------------------------ writing (Downstream)
+
+    def send_head(self, ex: Exchange, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+        self.progress += 1
+        try:
+            data, close = response_head(ex, status, reason, headers, close=self._closes_after(ex))
+        except ProxyError as error:
+            self.fail(ex, error)
             return
-        self.gate.unblock(PIPELINE)
-        if self.deferred_error is not None:
-            self._send_error(self.deferred_error)
-        elif self.parsing is None:
-            self._arm(self.ctx.limits.idle_timeout, self._idle_expired)
+        ex.advance(Ev.HEAD)
+        ex.status = status
+        ex.details = "via_upstream"
+        if close:
+            self.keep = step(KEEP_ALIVE, self.keep, Ev.CLOSE)
+        self.pending = [data]
+
+    def send_body(self, ex: Exchange, data: bytes) -> None:
+        self.progress += 1
+        ex.bytes_sent += len(data)
+        pending = self.pending
+        if pending is not None:
+            if len(data) <= self.limits.coalesce_limit:
+                if ex.chunked_out:
+                    pending.extend((b"%x\r\n" % len(data), data, b"\r\n"))
+                else:
+                    pending.append(data)
+                return
+            self.flush()
+        if ex.chunked_out:
+            self.transport.writelines((b"%x\r\n" % len(data), data, b"\r\n"))
+        else:
+            self.transport.write(data)
+
+    def flush(self) -> None:
+        pending, self.pending = self.pending, None
+        if pending and not self.closed:
+            self.transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
+
+    def end(self, ex: Exchange) -> None:
+        if ex.chunked_out:
+            if self.pending is not None:
+                self.pending.append(b"0\r\n\r\n")
+            else:
+                self.transport.write(b"0\r\n\r\n")
+        self.flush()
+        ex.advance(Ev.END)
+        self._finish(ex)
+
+    def fail(self, ex: Exchange, error: ProxyError) -> None:
+        """Answer with the error's local reply, or cut the connection if the response began."""
+        if ex.forwarder is not None:
+            ex.forwarder.cancel()
+        if ex.response_started:
+            ex.flags = error.flags
+            ex.details = error.details or ex.details
+            ex.advance(Ev.RESET)
+            self.flush()
+            self.keep = step(KEEP_ALIVE, self.keep, Ev.CLOSE)
+            self._finish(ex)
+            return
+        self._local(ex, error.status, error.body.encode(), flags=error.flags, details=error.details,
+                    close=error.close)
+
+    def pause_request(self, paused: bool) -> None:
+        if paused:
+            self.gate.block(UPSTREAM_FULL)
+        else:
+            self.progress += 1
+            self.gate.unblock(UPSTREAM_FULL)
+
+    def continue_request(self, ex: Exchange) -> None:
+        if ex.head.expect_continue and ex.req is Req.BODY and not ex.bytes_received:
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def _closes_after(self, ex: Exchange) -> bool:
+        """Whether the response now being written is the connection's last."""
+        return self.keep is not Conn.OPEN or ex.req is not Req.DONE
+
+    # ------------------------------------------------------------------ the one local-reply path
+
+    def _local(self, ex: Exchange, status: int, body: bytes = b"", headers: list[tuple[bytes, bytes]] | None = None,
+               *, flags: str = "-", details: str = "", close: bool = False) -> None:
+        """Write an answer of the proxy's own (an error, a redirect, a direct response, a
+        CORS preflight) and its access-log line. Fixed bodies; request bytes never echoed."""
+        ex.advance(Ev.LOCAL)
+        ex.status = status
+        ex.flags = flags
+        ex.details = details
+        if close:
+            self.keep = step(KEEP_ALIVE, self.keep, Ev.CLOSE)
+        close = self._closes_after(ex)
+        if ex.cors_headers:
+            # like Envoy, the proxy's own answers on a CORS route carry the CORS headers too,
+            # so a browser sees the real 5xx instead of a CORS failure
+            headers = (headers or []) + ex.cors_headers
+        if ex.head.method == "HEAD":
+            body = b""
+        ex.bytes_sent += len(body)
+        if not self.closed:
+            self.transport.write(http.local_reply(status, body, close=close, extra=headers))
+        if close:
+            self.keep = step(KEEP_ALIVE, self.keep, Ev.CLOSE)
+        self._finish(ex)
+
+    def _log(self, ex: Exchange) -> None:
+        if self.ctx.access_log.enabled:
+            self.ctx.access_log.write(access_entry(ex, self.local, self.peer))
+
+    # ------------------------------------------------------------------ errors and closing
+
+    def _protocol_error(self, error: ProxyError) -> None:
+        """A malformed request: nothing more is parsed; the exchanges before it are answered,
+        then this error, then the connection closes."""
+        self.reader.stop()
+        self.backlog = b""
+        self.keep = step(KEEP_ALIVE, self.keep, Ev.CLOSE)
+        ex = self.reading
+        self.reading = None
+        if ex is not None and ex in self.queue:
+            if ex is self.queue[0] and ex.resp is not Resp.DONE:
+                self.fail(ex, error)
+                return
+            if ex is not self.queue[0]:
+                self.queue.remove(ex)
+                self.deferred_error = error
+        elif self.queue:
+            self.deferred_error = error
+        else:
+            self._local(Exchange(None), error.status, error.body.encode(), flags=error.flags,
+                        details=error.details, close=True)
+            return
+        self._advance()
 
     def _close(self) -> None:
         """Close after the last response. Over TCP, half-close instead and keep reading (and
         discarding) for a moment: closing with unread input makes the kernel send RST, which
         can destroy the response before the client reads it (nginx's lingering close). The
-        client's EOF or self.ctx.limits.linger_timeout ends it."""
-        self.closing = True
-        self._disarm()
+        client's EOF or ``linger_timeout`` ends it."""
+        if self.closed:
+            return
+        self.closed = True
+        self.deadline_cb = None
+        self.reader.stop()
+        self.backlog = b""
         transport = self.transport
         if transport.is_closing():
             self.gate.stopped = True
         elif transport.can_write_eof():
             transport.write_eof()
             self.gate.stop(drain=True)
-            self.timer = self.loop.call_later(self.ctx.limits.linger_timeout, transport.close)
+            self.linger = self.loop.call_later(self.limits.linger_timeout, transport.close)
         else:
             self.gate.stopped = True
             transport.close()
 
-    def _log(self, ex: Exchange) -> None:
-        if self.ctx.access_log.enabled:
-            self.ctx.access_log.write(access_entry(ex, self.local, self.peer))
+    # ------------------------------------------------------------------ deadlines
 
-    # ------------------------------------------------------------------ errors on the connection
-
-    def _protocol_error(self, error: ProxyError) -> None:
-        """A malformed request: stop reading; answer the exchanges before it, then this error."""
-        self.gate.stop()
-        ex = self.parsing
-        self.parsing = None
-        if ex is not None and ex in self.queue:
-            if ex is self.queue[0]:
-                ex.keep_alive = False
-                self._fail(ex, error)
-                return
-            self.queue.remove(ex)
-        self.deferred_error = error
-        if not self.queue:
-            self._send_error(error)
-
-    def _send_error(self, error: ProxyError) -> None:
-        self.deferred_error = None
-        self.transport.write(http.local_reply(error.status, error.body.encode(), close=True))
-        self._close()
-
-    def _upgrade(self) -> None:
-        """httptools stops at an Upgrade request (after delivering it whole). We do not switch
-        protocols: the request was forwarded without ``Upgrade``, and the connection closes
-        after its response because bytes after it cannot be parsed as HTTP/1.1."""
-        self.no_more_requests = True
-        for ex in self.queue:
-            ex.keep_alive = False
-
-    # ------------------------------------------------------------------ flow control and timers
-
-    def upstream_write_paused(self, paused: bool) -> None:
-        """The upstream's write buffer filled (stop reading the request body) or drained."""
-        if paused:
-            self.gate.block(UPSTREAM_FULL)
+    def _rearm(self) -> None:
+        """Arm the deadline the connection's state calls for (an armed one of the same kind
+        keeps its time: a trickle of header bytes does not extend the header deadline)."""
+        if self.closed:
+            return
+        if self.queue or self.reading is not None:
+            reading = self.reading
+            if reading is not None and reading.req is Req.BODY and not self.gate.blocked:
+                kind = _BODY
+            else:
+                kind = _NONE
+        elif self.reader.in_head or not self.served:
+            kind = _HEADER
         else:
-            self.gate.unblock(UPSTREAM_FULL)
+            kind = _IDLE
+        if kind != self.deadline_kind or self.deadline_cb is None:
+            self._arm(kind)
 
-    def _arm(self, delay: float, callback: Callable[[], None]) -> None:
+    def _arm(self, kind: int) -> None:
+        self.deadline_kind = kind
+        if kind == _NONE:
+            self.deadline_cb = None
+            return
+        limits = self.limits
+        delay = {_HEADER: limits.header_timeout, _BODY: limits.body_timeout, _IDLE: limits.idle_timeout}[kind]
         self.deadline = self.loop.time() + delay
-        self.deadline_cb = callback
-        # deadlines fire at most a quarter of the shortest one late (at most a second)
-        self.ctx.watch_deadlines(self.loop, min(1.0, self.ctx.limits.header_timeout / 4, self.ctx.limits.idle_timeout / 4, self.ctx.limits.body_timeout / 4))
+        self.deadline_cb = self._expired
+        self.ctx.watch_deadlines(self.loop, min(1.0, limits.header_timeout / 4, limits.idle_timeout / 4,
+                                                limits.body_timeout / 4, limits.stream_idle_timeout / 4))
 
-    def _disarm(self) -> None:
-        self.deadline_cb = None
+    def _expired(self) -> None:
+        kind = self.deadline_kind
+        self.deadline_kind = _NONE
+        if kind == _IDLE:
+            if not self.queue and self.reading is None and not self.reader.in_head:
+                self._close()
+        elif kind == _HEADER:
+            if self.queue:
+                return
+            if not self.served and not self.reader.in_head:
+                self._close()  # it never sent a byte: nothing to answer (as nginx)
+            else:
+                self._protocol_error(errors.RequestTimeout("request headers not received in time"))
+        elif kind == _BODY:
+            # time with reading paused by the proxy itself (backpressure) does not count
+            if self.gate.blocked:
+                self._arm(_BODY)
+            else:
+                self._protocol_error(errors.RequestBodyTimeout("request body not received in time"))
 
-    def _idle_expired(self) -> None:
-        if not self.queue and self.parsing is None:
-            self._close()
-
-    def _body_expired(self) -> None:
-        """The client went silent in the middle of a request body (slow-body attacks): 408 if
-        the response has not started, else the connection is cut. Time spent with reading
-        paused by the proxy itself (backpressure) does not count."""
-        if self.gate.blocked:
-            self._arm(self.ctx.limits.body_timeout, self._body_expired)
-        else:
-            self._protocol_error(errors.RequestTimeout("request body not received in time"))
-
-    def _header_expired(self) -> None:
-        if not self.queue:
-            self.parsing = None
-            self._send_error(errors.RequestTimeout("request headers not received in time"))
-
-
-class _StopParsing(Exception):
-    """Raised from a parser callback to ignore bytes after a request that ends the connection."""
+    def stream_idle(self, now: float) -> None:
+        """Called by the sweeper: cut the active exchange if nothing moved for too long."""
+        if self.progress != self.progress_seen or not self.queue:
+            self.progress_seen = self.progress
+            self.progress_at = now
+            return
+        ex = self.queue[0]
+        if ex.resp is Resp.QUEUED or ex.resp is Resp.DONE:
+            self.progress_at = now
+            return
+        if now - self.progress_at >= self.limits.stream_idle_timeout:
+            self.progress_at = now
+            self.fail(ex, errors.StreamIdleTimeout())
 

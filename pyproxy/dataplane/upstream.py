@@ -47,10 +47,14 @@ class UpstreamConnection(asyncio.BufferedProtocol):
 
     Any response byte that arrives while no request is waiting for it (bytes after a complete
     response, a body on a HEAD response, anything while idle in the pool) poisons the
-    connection: it is aborted, never reused, because its framing can no longer be trusted."""
+    connection: it is aborted, never reused, because its framing can no longer be trusted.
+    The end of a response is reported only once the read that completed it has been parsed
+    whole, so extra bytes in the same read are seen before anyone can reuse the connection
+    (and so can never become the answer to the next request)."""
 
     __slots__ = ("key", "transport", "parser", "sink", "closed", "head_request", "_headers", "_reason",
-                 "_informational", "_status", "_close_delimited", "_head_bytes", "on_lost", "idle_since", "_view")
+                 "_informational", "_status", "_close_delimited", "_head_bytes", "on_lost", "idle_since", "_view",
+                 "_complete", "_ended")
 
     def __init__(self, key: tuple) -> None:
         self.key = key
@@ -68,6 +72,8 @@ class UpstreamConnection(asyncio.BufferedProtocol):
         self._head_bytes = 0  # size of the response head so far (status line and headers)
         self.on_lost = None  # set by the pool: called once when the connection goes away
         self.idle_since = 0.0  # loop time when the pool took it back
+        self._complete: bool | None = None  # a response ended in this read (keep-alive or not)
+        self._ended: ResponseSink | None = None  # whom to tell once the read is parsed
 
     # ------------------------------------------------------------------ used by the exchange
 
@@ -109,11 +115,18 @@ class UpstreamConnection(asyncio.BufferedProtocol):
             return
         try:
             self.parser.feed_data(data)
-            sink.flush()
         except httptools.HttpParserUpgrade:
             self._fail(UpstreamProtocolError("upgrade response"))
+            return
         except httptools.HttpParserError as exc:
             cause = exc.__context__
+            if isinstance(cause, _HeadResponseDone):
+                # the parser was stopped after a HEAD response's head: bytes after it poison it
+                self._ended_read(self._complete is True and bytes(data[-4:]) == b"\r\n\r\n")
+                return
+            if self._ended is not None:
+                self._ended_read(False)  # bytes after a complete response
+                return
             if isinstance(cause, ProxyError):
                 self._fail(cause)
                 return
@@ -121,11 +134,24 @@ class UpstreamConnection(asyncio.BufferedProtocol):
                 log.error("internal error while relaying a response", exc_info=cause)
             self._fail(UpstreamProtocolError(f"invalid response: {exc}"))
             return
+        if self._ended is not None:
+            self._ended_read(bool(self._complete))
+            return
+        sink.flush()
         if self._status == 0 and self.sink is not None:
             # Still inside the head: httptools buffers a header line until it ends, so bound it here.
             self._head_bytes += len(data)
             if self._head_bytes > MAX_HEADER_BYTES:
                 self._fail(UpstreamProtocolError("response headers too large"))
+
+    def _ended_read(self, reusable: bool) -> None:
+        """The read that completed a response has been parsed: report the end."""
+        sink, self._ended = self._ended, None
+        self._complete = None
+        if not reusable:
+            self.abort()
+        assert sink is not None
+        sink.response_end(reusable)
 
     def eof_received(self) -> bool:
         return False
@@ -178,9 +204,7 @@ class UpstreamConnection(asyncio.BufferedProtocol):
             self._informational = True
             return
         self._informational = False
-        self._close_delimited = not (status in (204, 304) or self.head_request or any(
-            name in (b"content-length", b"transfer-encoding") for name, _ in self._headers
-        ))
+        self._close_delimited = not (status in (204, 304) or self.head_request or _framed(self._headers))
         self.sink.response_head(status, self._reason, self._headers)
         if self.head_request and self.sink is not None:
             # httptools cannot be told the request was HEAD; the response is complete now and
@@ -188,6 +212,7 @@ class UpstreamConnection(asyncio.BufferedProtocol):
             keep_alive = self.parser.should_keep_alive()
             self.parser = httptools.HttpResponseParser(self)
             self._finish(keep_alive)
+            raise _HeadResponseDone
 
     def on_body(self, body: bytes) -> None:
         if self.sink is None:
@@ -202,13 +227,29 @@ class UpstreamConnection(asyncio.BufferedProtocol):
             self._finish(self.parser.should_keep_alive())
 
     def _finish(self, keep_alive: bool) -> None:
-        sink, self.sink = self.sink, None
-        if not keep_alive:
-            self.close()
-        sink.response_end(keep_alive)
+        """The response is complete; its end is reported once the current read is parsed."""
+        self._ended, self.sink = self.sink, None
+        self._complete = keep_alive
 
     def _fail(self, error: ProxyError) -> None:
+        self._ended = None
         sink = self.sink
         self.abort()
         if sink is not None:
             sink.upstream_failed(error)
+
+
+class _HeadResponseDone(Exception):
+    """Raised from the parser callback to stop parsing after a HEAD response's head."""
+
+
+def _framed(headers: list[tuple[bytes, bytes]]) -> bool:
+    """Whether the response says where its body ends: a Content-Length, or a
+    Transfer-Encoding whose final coding is chunked (else the body runs to the close)."""
+    framed = False
+    for name, value in headers:
+        if name == b"content-length":
+            framed = True
+        elif name == b"transfer-encoding":
+            framed = value.rstrip().lower().endswith(b"chunked")
+    return framed

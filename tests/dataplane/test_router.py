@@ -153,17 +153,34 @@ def test_method_match():
     ("/public/%2E%2e/admin", "/admin"),
     ("/public/%2e/x", "/public/x"),
     ("/%7euser/%41", "/~user/A"),
-    ("/public%2F..%2Fadmin", "/public%2F..%2Fadmin"),  # an encoded slash is not a separator
-    ("/a%2fb", "/a%2Fb"),
     ("/public/%252e%252e/admin", "/public/%252e%252e/admin"),  # decoded once, never twice
-    ("/public\\..\\admin", "/public\\..\\admin"),  # a backslash is not a separator
+    ("/public\\..\\admin", "/admin"),  # a backslash is a separator (Envoy's canonicaliser)
+    ("/a\\b", "/a/b"),
     ("/a%", "/a%"),
     ("/a%4", "/a%4"),
     ("/a%zz", "/a%zz"),
     ("/a%+e", "/a%+e"),
 ])
 def test_normalize_path(raw, expected):
-    assert normalize_path(raw) == expected
+    assert normalize_path(raw) == (expected, False)
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ("/public%2F..%2Fadmin", "/admin"),
+    ("/public/..%2fadmin", "/admin"),
+    ("/public/%2e%2e%2Fadmin", "/admin"),
+    ("/public/..%5Cadmin", "/admin"),
+    ("/public/..%5cadmin", "/admin"),
+    ("/a%2Fb", "/a/b"),
+    ("/a%2F%2Fb", "/a/b"),
+    ("/a%252Fb", None),  # an escaped percent sign: not an escaped slash
+])
+def test_escaped_slashes_are_unescaped_and_reported(raw, expected):
+    """Envoy Gateway's UNESCAPE_AND_REDIRECT: the caller redirects to the normalised path."""
+    if expected is None:
+        assert normalize_path(raw) == (raw, False)
+    else:
+        assert normalize_path(raw) == (expected, True)
 
 
 @pytest.mark.parametrize("target, expected", [

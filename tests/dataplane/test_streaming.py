@@ -194,7 +194,7 @@ async def test_slow_upstream_reader_pauses_the_client():
             pushing = asyncio.create_task(push())
             stalled_at = await settled(lambda: sent)
             proto = downstream(rt)
-            conn = proto.queue[0].conn
+            conn = proto.queue[0].forwarder.conn
             buffered = conn.transport.get_write_buffer_size()
             print(f"\nslow upstream: client stalled after {stalled_at / MiB:.1f} MiB, "
                   f"proxy upstream buffer {buffered / 1024:.0f} KiB")

@@ -1,0 +1,131 @@
+"""The heads the proxy writes, without I/O: the request head sent upstream and the response
+head sent to the client (the other half of the framing layer; ``framing.py`` reads)."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ..errors import UpstreamProtocolError
+from . import http
+from .filters import rewrite_path
+
+if TYPE_CHECKING:
+    from .compile import CompiledBackend, CompiledRoute
+    from .exchange import Exchange
+
+Headers = list[tuple[bytes, bytes]]
+
+
+def _external(name: bytes) -> bool:
+    """Headers only the proxy may set (Envoy on an external request strips every
+    ``x-envoy-*`` header and, with SANITIZE, ``x-forwarded-client-cert``)."""
+    return name.startswith(b"x-envoy-") or name == b"x-forwarded-client-cert"
+
+
+def upstream_head(ex: Exchange, route: CompiledRoute, backend: CompiledBackend, peer: bytes, scheme: bytes,
+                  request_id: bytes) -> bytes:
+    """The request head sent upstream: hop-by-hop, framing and proxy-owned headers dropped
+    (also every header the client named in ``Connection``); ``x-forwarded-for`` (and
+    ``x-forwarded-host`` on a Host rewrite) merged from all the client's lines into one with
+    our value appended last; then the route's and the backend's filters; then our framing."""
+    head = ex.head
+    tokens = http.connection_tokens(head.headers)
+    owned = http.REQUEST_OWNED
+    headers: Headers = []
+    forwarded_for: list[bytes] = []
+    forwarded_host: list[bytes] = []
+    for h in head.headers:
+        name = h[0]
+        if name in owned or name in tokens or _external(name):
+            continue
+        if name == b"x-forwarded-for":
+            forwarded_for.append(h[1])
+        elif name == b"x-forwarded-host":
+            forwarded_host.append(h[1])
+        else:
+            headers.append(h)
+    host = head.host_header
+    path = head.path
+    rewrite = route.url_rewrite
+    if rewrite is not None:
+        if rewrite.hostname is not None:
+            forwarded_host.append(host)
+            host = rewrite.hostname.encode("latin-1")
+        if rewrite.path is not None:
+            path = rewrite_path(path, rewrite.path)
+    if forwarded_host:
+        headers.append((b"x-forwarded-host", b", ".join(forwarded_host)))
+    forwarded_for.append(peer)
+    headers.append((b"x-forwarded-for", b", ".join(forwarded_for)))
+    headers.append((b"x-forwarded-proto", scheme))
+    headers.append((b"x-request-id", request_id))
+    if route.request_headers is not None:
+        headers = route.request_headers.apply(headers)
+    if backend.request_headers is not None:
+        headers = backend.request_headers.apply(headers)
+    if head.chunked:
+        headers.append((b"transfer-encoding", b"chunked"))
+    elif head.content_length is not None:
+        headers.append((b"content-length", b"%d" % head.content_length))
+    target = path + "?" + head.query if head.query else path
+    lines = [b"%s %s HTTP/1.1\r\nhost: %s" % (head.method.encode(), target.encode("latin-1"), host)]
+    lines.extend(map(b": ".join, headers))
+    lines.append(b"\r\n")
+    return b"\r\n".join(lines)
+
+
+def response_head(ex: Exchange, status: int, reason: bytes, headers: Headers, close: bool) -> tuple[bytes, bool]:
+    """The response head sent downstream, and whether the connection must close after it.
+
+    The upstream's hop-by-hop and framing headers are dropped (and any it named in
+    ``Connection``), the response filters applied, then our own framing: its Content-Length;
+    else chunked for HTTP/1.1 — keeping any other transfer codings it applied (``gzip,
+    chunked``: the body we relay is the gzip stream, re-chunked); else close-delimited for
+    HTTP/1.0 (which cannot take transfer codings at all: 502)."""
+    tokens = http.connection_tokens(headers)
+    content_length = None
+    codings: list[bytes] = []
+    out: Headers = []
+    for h in headers:
+        name = h[0]
+        if name == b"content-length":
+            content_length = h[1]
+        elif name == b"transfer-encoding":
+            codings.extend(c.strip().lower() for c in h[1].split(b","))
+        elif name not in http.HOP_BY_HOP and name not in tokens:
+            out.append(h)
+    for ops in ex.response_filters:
+        out = ops.apply(out)
+    if ex.cors_headers:
+        out = replace_headers(out, ex.cors_headers)
+    head = ex.head
+    bodiless = head.method == "HEAD" or status in (204, 304)
+    other = [c for c in codings if c and c != b"chunked"]
+    if other:
+        if head.version != "1.1":
+            raise UpstreamProtocolError("transfer coding an HTTP/1.0 client cannot take")
+        out.append((b"transfer-encoding", b", ".join(other) + b", chunked"))
+        ex.chunked_out = not bodiless
+    elif content_length is not None and not codings:
+        if status != 204:
+            out.append((b"content-length", content_length))
+    elif not bodiless:
+        if head.version == "1.1":
+            ex.chunked_out = True
+            out.append((b"transfer-encoding", b"chunked"))
+        else:
+            close = True
+    if close:
+        out.append((b"connection", b"close"))
+    elif head.version == "1.0":
+        out.append((b"connection", b"keep-alive"))
+    lines = [b"HTTP/1.1 %d %s" % (status, reason or http.REASONS.get(status, b""))]
+    lines.extend(map(b": ".join, out))
+    lines.append(b"\r\n")
+    return b"\r\n".join(lines), close
+
+
+def replace_headers(headers: Headers, new: Headers) -> Headers:
+    """``headers`` with every header named in ``new`` replaced by ``new``'s values (CORS
+    headers are the proxy's: an upstream's own ``access-control-*`` values would conflict)."""
+    names = {name for name, _ in new}
+    return [h for h in headers if h[0] not in names] + new
