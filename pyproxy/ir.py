@@ -20,7 +20,8 @@ DEFAULT_CONNECT_TIMEOUT = 10.0
 @dataclass(frozen=True, slots=True)
 class PathMatch:
     """``kind`` Exact: whole path equal; PathPrefix: element-wise prefix (``/foo`` matches
-    ``/foo``, ``/foo/``, ``/foo/bar``, not ``/foobar``); RegularExpression: full match."""
+    ``/foo``, ``/foo/``, ``/foo/bar``, not ``/foobar``); RegularExpression: full match of an
+    RE2 pattern (``pyproxy.regex``), as for header and query-parameter values."""
 
     kind: Literal["Exact", "PathPrefix", "RegularExpression"]
     value: str

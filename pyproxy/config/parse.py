@@ -35,7 +35,19 @@ from yaml import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.constructor import SafeConstructor
 from yaml.resolver import Resolver
 
-from pyproxy.config.resources import KINDS, Duration, Location, Metadata, Resource, Secret, Text
+from pyproxy import regex
+from pyproxy.config.resources import (
+    KINDS,
+    Duration,
+    HTTPHeaderMatch,
+    HTTPPathMatch,
+    HTTPQueryParamMatch,
+    Location,
+    Metadata,
+    Resource,
+    Secret,
+    Text,
+)
 from pyproxy.config.yamlload import Document
 
 Base64Text = NewType("Base64Text", str)
@@ -91,6 +103,25 @@ def _secret(document: _SecretDocument, location: Location) -> Secret:
 # Kinds whose YAML shape differs from their resource: the shape read, and how to build it.
 _SHAPES: dict[type, tuple[type, Callable[[Any, Location], Resource]]] = {
     Secret: (_SecretDocument, _secret),
+}
+
+
+def _regex_value(match: HTTPPathMatch | HTTPHeaderMatch | HTTPQueryParamMatch) -> tuple[str, str] | None:
+    """A RegularExpression ``value`` must be a pattern RE2 (the matching engine) compiles."""
+    if match.type != "RegularExpression":
+        return None
+    problem = regex.problem(match.value)
+    if problem is None:
+        return None
+    return "value", f"invalid RE2 regular expression {match.value!r}: {problem}"
+
+
+# Checks of an object whose field's meaning depends on another field: class -> a function
+# returning (YAML name of the field at fault, problem), or None when the object is fine.
+_CHECKS: dict[type, Callable[[Any], tuple[str, str] | None]] = {
+    HTTPPathMatch: _regex_value,
+    HTTPHeaderMatch: _regex_value,
+    HTTPQueryParamMatch: _regex_value,
 }
 
 
@@ -200,7 +231,7 @@ class _Parser:
         values = dict(provided or {})
         fields = {key: f for key, f in _yaml_fields(cls).items() if f.name not in values}
         hints = _hints(cls)
-        present = set()
+        present: dict[str, Node] = {}
         valid = True
         for key, key_node, value_node in self.entries(node, path):
             f = fields.get(key)
@@ -208,7 +239,7 @@ class _Parser:
                 if key not in ignored:
                     self.unknown(key_node, _child(path, key), [*fields, *ignored])
                 continue
-            present.add(key)
+            present[key] = value_node
             if _is_null(value_node) and _has_default(f):
                 continue
             value = self.value(value_node, hints[f.name], _child(path, key))
@@ -217,7 +248,15 @@ class _Parser:
         missing = [key for key, f in fields.items() if key not in present and not _has_default(f)]
         for key in missing:
             self.error(node, _child(path, key), "required field missing")
-        return cls(**values) if valid and not missing else _INVALID
+        if not valid or missing:
+            return _INVALID
+        value = cls(**values)
+        check = _CHECKS.get(cls)
+        found = check(value) if check is not None else None
+        if found is not None:
+            key, problem = found
+            return self.error(present.get(key, node), _child(path, key), problem)
+        return value
 
     def unknown(self, key_node: Node, path: str, names: list[str]) -> None:
         close = difflib.get_close_matches(key_node.value, names, n=1)

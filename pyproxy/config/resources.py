@@ -9,7 +9,9 @@ from YAML generically, driven by these declarations:
 - ``str`` values are single-line: CR, LF, NUL and other control characters (except TAB) are a
   config error, since such values can reach the wire. ``Text`` allows line breaks (PEM data);
   ``Duration`` is a GEP-2257 duration string (``1h30m``, ``500ms``);
-- ``Literal[...]`` is an enum; ``tuple[X, ...]`` a list; ``dict[str, V]`` a map.
+- ``Literal[...]`` is an enum; ``tuple[X, ...]`` a list; ``dict[str, V]`` a map;
+- a match ``value`` whose ``type`` is RegularExpression must compile with RE2 (``parse.py``
+  ``_CHECKS``): an unusable pattern is refused as early as a malformed duration.
 
 Semantic checks (references, cross-field rules) belong to translate/, not here.
 """

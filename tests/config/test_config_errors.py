@@ -206,6 +206,51 @@ def test_bad_duration(duration):
 
 
 @pytest.mark.parametrize(
+    "pattern, problem",
+    [
+        (r"(a)\1", r"invalid escape sequence: \1"),
+        ("(?=x)", "invalid perl operator: (?="),
+        ("(?!x)", "invalid perl operator: (?!"),
+        ("[z-a]", "invalid character class range: z-a"),
+        ("/unclosed(", "missing ): /unclosed("),
+    ],
+)
+def test_regular_expression_re2_cannot_compile(pattern, problem):
+    text = ROUTE + f"""\
+  rules:
+  - matches:
+    - path:
+        type: RegularExpression
+        value: '{pattern}'
+      headers:
+      - name: x-a
+        type: RegularExpression
+        value: '{pattern}'
+      queryParams:
+      - name: q
+        value: '{pattern}'
+        type: RegularExpression
+"""
+    message = f"invalid RE2 regular expression {pattern!r}: {problem}"
+    assert errors(text) == [
+        f"{PREFIX}, line 10: spec.rules[0].matches[0].path.value: {message}",
+        f"{PREFIX}, line 14: spec.rules[0].matches[0].headers[0].value: {message}",
+        f"{PREFIX}, line 17: spec.rules[0].matches[0].queryParams[0].value: {message}",
+    ]
+
+
+def test_exact_values_are_not_regular_expressions():
+    text = ROUTE + """\
+  rules:
+  - matches:
+    - headers:
+      - name: x-a
+        value: '(?=x)'
+"""
+    assert load_text(text, "routes.yaml").resources
+
+
+@pytest.mark.parametrize(
     "value, problem",
     [
         ('"a$b="', "invalid base64 (only base64 data is allowed)"),
