@@ -54,7 +54,8 @@ class HeaderMutation:
     """Applied in the order remove, then set, then add (Gateway API allows one action per name).
 
     ``set`` overwrites, ``add`` appends a value to an existing header (``foo`` + ``bar`` is sent
-    as ``foo,bar``) or creates it. Names are lower-case."""
+    as ``foo,bar``) or creates it. Names are lower-case, never ``host`` nor a connection or
+    framing header (translate/ refuses those: the data plane writes them)."""
 
     set: tuple[tuple[str, str], ...] = ()
     add: tuple[tuple[str, str], ...] = ()
