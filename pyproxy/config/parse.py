@@ -2,7 +2,8 @@
 
 One generic walker reads every kind: it follows ``dataclasses.fields`` and the type hints
 (dataclass, ``X | None``, ``Literal``, ``tuple[X, ...]``, ``dict[str, V]``, ``str``,
-``Text``, ``Duration``, ``int``, ``bool``). Errors are collected, never raised, each as
+``Text``, ``Duration``, ``HeaderName``, ``HeadText``, ``int``, ``bool``). Errors are
+collected, never raised, each as
 ``<file>: document <n> (<Kind> <ns>/<name>), line <l>: <field.path[i]>: <problem>``.
 
 Choices beyond the conventions documented in ``resources.py``:
@@ -39,6 +40,8 @@ from pyproxy import regex
 from pyproxy.config.resources import (
     KINDS,
     Duration,
+    HeaderName,
+    HeadText,
     HTTPHeaderMatch,
     HTTPPathMatch,
     HTTPQueryParamMatch,
@@ -61,6 +64,7 @@ _STRING_TAGS = frozenset(_TAG + name for name in ("str", "int", "float", "bool",
 _LINE_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")  # control characters but TAB
 _TEXT_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")  # ... but TAB, LF, CR
 _DURATION = re.compile(r"([0-9]{1,5}(h|m|s|ms)){1,4}")  # GEP-2257
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 token: a header name
 
 # Read apart (kind, apiVersion) or ignored (status) at the top of a document.
 _TOP_LEVEL_KEYS = ("apiVersion", "kind", "status")
@@ -328,6 +332,27 @@ class _Parser:
         return self.error(node, path,
                           f"invalid duration {value!r}; expected a GEP-2257 duration such as 1h, 30s or 500ms")
 
+    def header_name(self, node: Node, path: str) -> Any:
+        value = self.string(node, path)
+        if value is _INVALID or _TOKEN.fullmatch(value):
+            return value
+        return self.error(
+            node, path, f"{value!r} is not a valid header name (letters, digits and !#$%&'*+-.^_`|~ only)"
+        )
+
+    def head_text(self, node: Node, path: str) -> Any:
+        """HTTP/1.1 heads are latin-1 (the data plane encodes them so): nothing else can be sent."""
+        value = self.string(node, path)
+        if value is _INVALID:
+            return value
+        try:
+            value.encode("latin-1")
+        except UnicodeEncodeError as exc:
+            return self.error(
+                node, path, f"character {value[exc.start]!r} is not latin-1, so it cannot be sent in an HTTP message head"
+            )
+        return value
+
     def base64_text(self, node: Node, path: str) -> Any:
         encoded = self.text(node, path)
         if encoded is _INVALID:
@@ -356,6 +381,8 @@ _LEAVES: dict[Any, Callable[[_Parser, Node, str], Any]] = {
     str: _Parser.string,
     Text: _Parser.text,
     Duration: _Parser.duration,
+    HeaderName: _Parser.header_name,
+    HeadText: _Parser.head_text,
     Base64Text: _Parser.base64_text,
     int: _Parser.integer,
     bool: _Parser.boolean,

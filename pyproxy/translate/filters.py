@@ -15,7 +15,6 @@ from ..config import resources as res
 from .cors import translate_cors
 from .destinations import Destinations
 from .hostnames import hostname_problem
-from .matches import header_name
 from .problems import Invalid, Problem, kind_label
 
 HEADER_FILTERS = ("RequestHeaderModifier", "ResponseHeaderModifier")
@@ -133,12 +132,12 @@ def filter_header_mutation(located: Located) -> ir.HeaderMutation:
 
 
 def _header_mutation(spec: res.HTTPHeaderFilter, where: str) -> ir.HeaderMutation:
-    """Names are lower-cased; a name may have only one action (set, add or remove); Host and
-    the connection and framing headers are the proxy's own."""
+    """Names (tokens, checked by config/) are lower-cased; a name may have only one action
+    (set, add or remove); Host and the connection and framing headers are the proxy's own."""
     seen: set[str] = set()
 
     def unique(name: str, action: str, at: str) -> str:
-        lowered = header_name(name, at)
+        lowered = name.lower()
         if lowered == _HOST:
             raise Invalid(
                 "UnsupportedValue",

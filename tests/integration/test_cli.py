@@ -100,6 +100,35 @@ def test_check_prints_the_field_of_a_rejected_header_modifier(tmp_path):
     ) in result.stdout.splitlines()
 
 
+NOT_LATIN1 = """\
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: web
+spec:
+  rules:
+  - filters:
+    - type: RequestHeaderModifier
+      requestHeaderModifier:
+        set:
+        - name: x-a
+          value: "é€"
+"""
+
+
+def test_check_refuses_a_header_value_that_is_not_latin1(tmp_path):
+    """`serve` would crash encoding it; `check` must fail first, with the field."""
+    config = tmp_path / "f.yaml"
+    config.write_text(NOT_LATIN1)
+    result = run_cli("check", "--config", str(config))
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"{config}: document 1 (HTTPRoute default/web), line 12: "
+        "spec.rules[0].filters[0].requestHeaderModifier.set[0].value: "
+        "character '€' is not latin-1, so it cannot be sent in an HTTP message head"
+    ]
+
+
 def test_serve_refuses_bad_config_without_traceback(tmp_path):
     (tmp_path / "routes.yaml").write_text(BAD_ROUTE)
     result = run_cli("--config", str(tmp_path), "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0")
