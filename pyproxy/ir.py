@@ -20,7 +20,8 @@ DEFAULT_CONNECT_TIMEOUT = 10.0
 @dataclass(frozen=True, slots=True)
 class PathMatch:
     """``kind`` Exact: whole path equal; PathPrefix: element-wise prefix (``/foo`` matches
-    ``/foo``, ``/foo/``, ``/foo/bar``, not ``/foobar``); RegularExpression: full match."""
+    ``/foo``, ``/foo/``, ``/foo/bar``, not ``/foobar``); RegularExpression: full match of an
+    RE2 pattern (``pyproxy.regex``), as for header and query-parameter values."""
 
     kind: Literal["Exact", "PathPrefix", "RegularExpression"]
     value: str
@@ -53,7 +54,8 @@ class HeaderMutation:
     """Applied in the order remove, then set, then add (Gateway API allows one action per name).
 
     ``set`` overwrites, ``add`` appends a value to an existing header (``foo`` + ``bar`` is sent
-    as ``foo,bar``) or creates it. Names are lower-case."""
+    as ``foo,bar``) or creates it. Names are lower-case, never ``host`` nor a connection or
+    framing header (translate/ refuses those: the data plane writes them)."""
 
     set: tuple[tuple[str, str], ...] = ()
     add: tuple[tuple[str, str], ...] = ()

@@ -2,7 +2,8 @@
 
 One generic walker reads every kind: it follows ``dataclasses.fields`` and the type hints
 (dataclass, ``X | None``, ``Literal``, ``tuple[X, ...]``, ``dict[str, V]``, ``str``,
-``Text``, ``Duration``, ``int``, ``bool``). Errors are collected, never raised, each as
+``Text``, ``Duration``, ``HeaderName``, ``HeadText``, ``int``, ``bool``). Errors are
+collected, never raised, each as
 ``<file>: document <n> (<Kind> <ns>/<name>), line <l>: <field.path[i]>: <problem>``.
 
 Choices beyond the conventions documented in ``resources.py``:
@@ -35,7 +36,21 @@ from yaml import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.constructor import SafeConstructor
 from yaml.resolver import Resolver
 
-from pyproxy.config.resources import KINDS, Duration, Location, Metadata, Resource, Secret, Text
+from pyproxy import regex
+from pyproxy.config.resources import (
+    KINDS,
+    Duration,
+    HeaderName,
+    HeadText,
+    HTTPHeaderMatch,
+    HTTPPathMatch,
+    HTTPQueryParamMatch,
+    Location,
+    Metadata,
+    Resource,
+    Secret,
+    Text,
+)
 from pyproxy.config.yamlload import Document
 
 Base64Text = NewType("Base64Text", str)
@@ -49,6 +64,7 @@ _STRING_TAGS = frozenset(_TAG + name for name in ("str", "int", "float", "bool",
 _LINE_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")  # control characters but TAB
 _TEXT_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")  # ... but TAB, LF, CR
 _DURATION = re.compile(r"([0-9]{1,5}(h|m|s|ms)){1,4}")  # GEP-2257
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 token: a header name
 
 # Read apart (kind, apiVersion) or ignored (status) at the top of a document.
 _TOP_LEVEL_KEYS = ("apiVersion", "kind", "status")
@@ -91,6 +107,25 @@ def _secret(document: _SecretDocument, location: Location) -> Secret:
 # Kinds whose YAML shape differs from their resource: the shape read, and how to build it.
 _SHAPES: dict[type, tuple[type, Callable[[Any, Location], Resource]]] = {
     Secret: (_SecretDocument, _secret),
+}
+
+
+def _regex_value(match: HTTPPathMatch | HTTPHeaderMatch | HTTPQueryParamMatch) -> tuple[str, str] | None:
+    """A RegularExpression ``value`` must be a pattern RE2 (the matching engine) compiles."""
+    if match.type != "RegularExpression":
+        return None
+    problem = regex.problem(match.value)
+    if problem is None:
+        return None
+    return "value", f"invalid RE2 regular expression {match.value!r}: {problem}"
+
+
+# Checks of an object whose field's meaning depends on another field: class -> a function
+# returning (YAML name of the field at fault, problem), or None when the object is fine.
+_CHECKS: dict[type, Callable[[Any], tuple[str, str] | None]] = {
+    HTTPPathMatch: _regex_value,
+    HTTPHeaderMatch: _regex_value,
+    HTTPQueryParamMatch: _regex_value,
 }
 
 
@@ -200,7 +235,7 @@ class _Parser:
         values = dict(provided or {})
         fields = {key: f for key, f in _yaml_fields(cls).items() if f.name not in values}
         hints = _hints(cls)
-        present = set()
+        present: dict[str, Node] = {}
         valid = True
         for key, key_node, value_node in self.entries(node, path):
             f = fields.get(key)
@@ -208,7 +243,7 @@ class _Parser:
                 if key not in ignored:
                     self.unknown(key_node, _child(path, key), [*fields, *ignored])
                 continue
-            present.add(key)
+            present[key] = value_node
             if _is_null(value_node) and _has_default(f):
                 continue
             value = self.value(value_node, hints[f.name], _child(path, key))
@@ -217,7 +252,15 @@ class _Parser:
         missing = [key for key, f in fields.items() if key not in present and not _has_default(f)]
         for key in missing:
             self.error(node, _child(path, key), "required field missing")
-        return cls(**values) if valid and not missing else _INVALID
+        if not valid or missing:
+            return _INVALID
+        value = cls(**values)
+        check = _CHECKS.get(cls)
+        found = check(value) if check is not None else None
+        if found is not None:
+            key, problem = found
+            return self.error(present.get(key, node), _child(path, key), problem)
+        return value
 
     def unknown(self, key_node: Node, path: str, names: list[str]) -> None:
         close = difflib.get_close_matches(key_node.value, names, n=1)
@@ -289,6 +332,27 @@ class _Parser:
         return self.error(node, path,
                           f"invalid duration {value!r}; expected a GEP-2257 duration such as 1h, 30s or 500ms")
 
+    def header_name(self, node: Node, path: str) -> Any:
+        value = self.string(node, path)
+        if value is _INVALID or _TOKEN.fullmatch(value):
+            return value
+        return self.error(
+            node, path, f"{value!r} is not a valid header name (letters, digits and !#$%&'*+-.^_`|~ only)"
+        )
+
+    def head_text(self, node: Node, path: str) -> Any:
+        """HTTP/1.1 heads are latin-1 (the data plane encodes them so): nothing else can be sent."""
+        value = self.string(node, path)
+        if value is _INVALID:
+            return value
+        try:
+            value.encode("latin-1")
+        except UnicodeEncodeError as exc:
+            return self.error(
+                node, path, f"character {value[exc.start]!r} is not latin-1, so it cannot be sent in an HTTP message head"
+            )
+        return value
+
     def base64_text(self, node: Node, path: str) -> Any:
         encoded = self.text(node, path)
         if encoded is _INVALID:
@@ -317,6 +381,8 @@ _LEAVES: dict[Any, Callable[[_Parser, Node, str], Any]] = {
     str: _Parser.string,
     Text: _Parser.text,
     Duration: _Parser.duration,
+    HeaderName: _Parser.header_name,
+    HeadText: _Parser.head_text,
     Base64Text: _Parser.base64_text,
     int: _Parser.integer,
     bool: _Parser.boolean,

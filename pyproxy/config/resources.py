@@ -9,7 +9,12 @@ from YAML generically, driven by these declarations:
 - ``str`` values are single-line: CR, LF, NUL and other control characters (except TAB) are a
   config error, since such values can reach the wire. ``Text`` allows line breaks (PEM data);
   ``Duration`` is a GEP-2257 duration string (``1h30m``, ``500ms``);
-- ``Literal[...]`` is an enum; ``tuple[X, ...]`` a list; ``dict[str, V]`` a map.
+- ``HeaderName`` is an HTTP header name, an RFC 9110 token (the CRDs' HTTPHeaderName);
+  ``HeadText`` is a ``str`` the data plane writes into an HTTP/1.1 message head (a header
+  value, a Host, a request path, a Location), so it must be latin-1;
+- ``Literal[...]`` is an enum; ``tuple[X, ...]`` a list; ``dict[str, V]`` a map;
+- a match ``value`` whose ``type`` is RegularExpression must compile with RE2 (``parse.py``
+  ``_CHECKS``): an unusable pattern is refused as early as a malformed duration.
 
 Semantic checks (references, cross-field rules) belong to translate/, not here.
 """
@@ -20,6 +25,8 @@ from typing import Literal, NewType, Union
 
 Text = NewType("Text", str)
 Duration = NewType("Duration", str)
+HeaderName = NewType("HeaderName", str)
+HeadText = NewType("HeadText", str)
 
 GATEWAY_GROUP = "gateway.networking.k8s.io"
 ENVOY_GROUP = "gateway.envoyproxy.io"
@@ -167,7 +174,7 @@ class HTTPPathMatch:
 
 @dataclass(frozen=True, slots=True)
 class HTTPHeaderMatch:
-    name: str
+    name: HeaderName
     value: str
     type: Literal["Exact", "RegularExpression"] = "Exact"
 
@@ -192,28 +199,28 @@ class HTTPRouteMatch:
 
 @dataclass(frozen=True, slots=True)
 class HTTPHeader:
-    name: str
-    value: str
+    name: HeaderName
+    value: HeadText
 
 
 @dataclass(frozen=True, slots=True)
 class HTTPHeaderFilter:
     set: tuple[HTTPHeader, ...] = ()
     add: tuple[HTTPHeader, ...] = ()
-    remove: tuple[str, ...] = ()
+    remove: tuple[HeaderName, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
 class HTTPPathModifier:
     type: Literal["ReplaceFullPath", "ReplacePrefixMatch"]
-    replace_full_path: str | None = None
-    replace_prefix_match: str | None = None
+    replace_full_path: HeadText | None = None
+    replace_prefix_match: HeadText | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class HTTPRequestRedirectFilter:
     scheme: Literal["http", "https"] | None = None
-    hostname: str | None = None
+    hostname: HeadText | None = None
     path: HTTPPathModifier | None = None
     port: int | None = None
     status_code: Literal[301, 302, 303, 307, 308] = 302
@@ -221,7 +228,7 @@ class HTTPRequestRedirectFilter:
 
 @dataclass(frozen=True, slots=True)
 class HTTPURLRewriteFilter:
-    hostname: str | None = None
+    hostname: HeadText | None = None
     path: HTTPPathModifier | None = None
 
 
@@ -242,8 +249,8 @@ class HTTPRequestMirrorFilter:
 class HTTPCORSFilter:
     allow_origins: tuple[str, ...] = ()
     allow_methods: tuple[str, ...] = ()
-    allow_headers: tuple[str, ...] = ()
-    expose_headers: tuple[str, ...] = ()
+    allow_headers: tuple[HeaderName, ...] = ()
+    expose_headers: tuple[HeaderName, ...] = ()
     allow_credentials: bool | None = None
     max_age: int = 5
 

@@ -7,11 +7,10 @@ delivers them (names lower-case); paths are ``str`` (latin-1 decoded, so bytes r
 """
 from __future__ import annotations
 
-import re
 from typing import Callable, Generic, Iterable, TypeVar
 from urllib.parse import parse_qsl
 
-from .. import ir
+from .. import ir, regex
 
 T = TypeVar("T")
 
@@ -67,8 +66,7 @@ def path_matcher(match: ir.PathMatch) -> Callable[[str], bool]:
     if match.kind == "Exact":
         return value.__eq__
     if match.kind == "RegularExpression":
-        full = re.compile(value).fullmatch
-        return lambda path: full(path) is not None
+        return regex.full_matcher(value)
     prefix = value.rstrip("/")
     if not prefix:
         return lambda path: True
@@ -82,8 +80,7 @@ def path_matcher(match: ir.PathMatch) -> Callable[[str], bool]:
 
 def value_matcher(kind: str, value: str) -> Callable[[str], bool]:
     if kind == "RegularExpression":
-        full = re.compile(value).fullmatch
-        return lambda text: full(text) is not None
+        return regex.full_matcher(value)
     return value.__eq__
 
 

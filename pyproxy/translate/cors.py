@@ -12,7 +12,6 @@ from collections.abc import Callable
 from .. import ir
 from ..config import resources as res
 from .hostnames import hostname_problem
-from .matches import header_name
 from .problems import Invalid
 
 WILDCARD = "*"
@@ -27,8 +26,8 @@ def translate_cors(spec: res.HTTPCORSFilter, where: str) -> ir.Cors:
     return ir.Cors(
         allow_origins=_entries(spec.allow_origins, f"{where}.allowOrigins", _origin, lone_wildcard=True),
         allow_methods=_entries(spec.allow_methods, f"{where}.allowMethods", _method, lone_wildcard=True),
-        allow_headers=_entries(spec.allow_headers, f"{where}.allowHeaders", header_name),
-        expose_headers=_entries(spec.expose_headers, f"{where}.exposeHeaders", header_name),
+        allow_headers=_entries(spec.allow_headers, f"{where}.allowHeaders", _header_name),
+        expose_headers=_entries(spec.expose_headers, f"{where}.exposeHeaders", _header_name),
         allow_credentials=bool(spec.allow_credentials),
         max_age=spec.max_age,
     )
@@ -70,6 +69,11 @@ def _origin_host_ok(host: str) -> bool:
     except ValueError:
         return hostname_problem(host) is None
     return True
+
+
+def _header_name(value: str, where: str) -> str:
+    """A header name (a token or ``*``, checked by config/), lower-cased."""
+    return value.lower()
 
 
 def _method(value: str, where: str) -> str:

@@ -15,7 +15,6 @@ from ..config import resources as res
 from .cors import translate_cors
 from .destinations import Destinations
 from .hostnames import hostname_problem
-from .matches import header_name
 from .problems import Invalid, Problem, kind_label
 
 HEADER_FILTERS = ("RequestHeaderModifier", "ResponseHeaderModifier")
@@ -31,6 +30,16 @@ _PAYLOAD = {
 }
 
 Located = tuple[str, res.HTTPRouteFilter]  # (YAML path of the filter, filter)
+
+# Headers a modifier may not set, add or remove. The proxy writes Host and frames every message
+# itself; a second Host, or a Content-Length beside a Transfer-Encoding, would let the upstream
+# read the request differently from us (request smuggling). Envoy Gateway refuses Host (and
+# pseudo-headers, which are no header names: config/ refuses them) with UnsupportedValue.
+_HOST = "host"
+_CONNECTION_HEADERS = frozenset(
+    {"connection", "content-length", "transfer-encoding", "keep-alive", "proxy-connection", "upgrade", "te", "trailer"}
+)
+_VERBS = {"set": "set", "add": "added", "remove": "removed"}
 
 
 @dataclass(slots=True)
@@ -123,11 +132,24 @@ def filter_header_mutation(located: Located) -> ir.HeaderMutation:
 
 
 def _header_mutation(spec: res.HTTPHeaderFilter, where: str) -> ir.HeaderMutation:
-    """Names are lower-cased; a name may have only one action (set, add or remove)."""
+    """Names (tokens, checked by config/) are lower-cased; a name may have only one action
+    (set, add or remove); Host and the connection and framing headers are the proxy's own."""
     seen: set[str] = set()
 
-    def unique(name: str, at: str) -> str:
-        lowered = header_name(name, at)
+    def unique(name: str, action: str, at: str) -> str:
+        lowered = name.lower()
+        if lowered == _HOST:
+            raise Invalid(
+                "UnsupportedValue",
+                f"{at}: {name!r} cannot be {_VERBS[action]} by a header modifier; the proxy writes Host "
+                "(a URLRewrite filter's hostname changes it)",
+            )
+        if lowered in _CONNECTION_HEADERS:
+            raise Invalid(
+                "UnsupportedValue",
+                f"{at}: {name!r} cannot be {_VERBS[action]} by a header modifier; the proxy writes the connection "
+                "and framing headers itself",
+            )
         if lowered in seen:
             raise Invalid(
                 "UnsupportedValue",
@@ -137,9 +159,9 @@ def _header_mutation(spec: res.HTTPHeaderFilter, where: str) -> ir.HeaderMutatio
         return lowered
 
     return ir.HeaderMutation(
-        set=tuple((unique(h.name, f"{where}.set[{k}].name"), h.value) for k, h in enumerate(spec.set)),
-        add=tuple((unique(h.name, f"{where}.add[{k}].name"), h.value) for k, h in enumerate(spec.add)),
-        remove=tuple(unique(name, f"{where}.remove[{k}]") for k, name in enumerate(spec.remove)),
+        set=tuple((unique(h.name, "set", f"{where}.set[{k}].name"), h.value) for k, h in enumerate(spec.set)),
+        add=tuple((unique(h.name, "add", f"{where}.add[{k}].name"), h.value) for k, h in enumerate(spec.add)),
+        remove=tuple(unique(name, "remove", f"{where}.remove[{k}]") for k, name in enumerate(spec.remove)),
     )
 
 

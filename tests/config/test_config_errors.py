@@ -186,6 +186,83 @@ def test_control_character_in_a_header_value(escape, shown):
     ]
 
 
+def test_text_sent_in_an_http_head_must_be_latin1():
+    text = ROUTE + """\
+  rules:
+  - filters:
+    - type: RequestHeaderModifier
+      requestHeaderModifier:
+        set:
+        - name: x-a
+          value: "é€"
+    - type: URLRewrite
+      urlRewrite:
+        hostname: "€.example"
+        path:
+          type: ReplaceFullPath
+          replaceFullPath: "/caf€"
+  - filters:
+    - type: RequestRedirect
+      requestRedirect:
+        hostname: "☃.example"
+        path:
+          type: ReplacePrefixMatch
+          replacePrefixMatch: "/✓"
+    backendRefs:
+    - name: app
+      filters:
+      - type: ResponseHeaderModifier
+        responseHeaderModifier:
+          add:
+          - name: x-b
+            value: "ok ÿ but not Ā"
+"""
+    problem = "is not latin-1, so it cannot be sent in an HTTP message head"
+    assert errors(text) == [
+        f"{PREFIX}, line 12: spec.rules[0].filters[0].requestHeaderModifier.set[0].value: character '€' {problem}",
+        f"{PREFIX}, line 15: spec.rules[0].filters[1].urlRewrite.hostname: character '€' {problem}",
+        f"{PREFIX}, line 18: spec.rules[0].filters[1].urlRewrite.path.replaceFullPath: character '€' {problem}",
+        f"{PREFIX}, line 22: spec.rules[1].filters[0].requestRedirect.hostname: character '☃' {problem}",
+        f"{PREFIX}, line 25: spec.rules[1].filters[0].requestRedirect.path.replacePrefixMatch: character '✓' {problem}",
+        f"{PREFIX}, line 33: spec.rules[1].backendRefs[0].filters[0].responseHeaderModifier.add[0].value: "
+        f"character 'Ā' {problem}",
+    ]
+
+
+def test_header_names_must_be_tokens():
+    text = ROUTE + """\
+  rules:
+  - matches:
+    - headers:
+      - name: "bad header"
+        value: x
+    filters:
+    - type: RequestHeaderModifier
+      requestHeaderModifier:
+        set:
+        - name: ":authority"
+          value: evil.example
+        add:
+        - name: "x-café"
+          value: "1"
+        remove: ["x/y", ""]
+    - type: CORS
+      cors:
+        allowHeaders: ["x-ok", "x €"]
+        exposeHeaders: ["x(y)"]
+"""
+    problem = "is not a valid header name (letters, digits and !#$%&'*+-.^_`|~ only)"
+    assert errors(text) == [
+        f"{PREFIX}, line 9: spec.rules[0].matches[0].headers[0].name: 'bad header' {problem}",
+        f"{PREFIX}, line 15: spec.rules[0].filters[0].requestHeaderModifier.set[0].name: ':authority' {problem}",
+        f"{PREFIX}, line 18: spec.rules[0].filters[0].requestHeaderModifier.add[0].name: 'x-café' {problem}",
+        f"{PREFIX}, line 20: spec.rules[0].filters[0].requestHeaderModifier.remove[0]: 'x/y' {problem}",
+        f"{PREFIX}, line 20: spec.rules[0].filters[0].requestHeaderModifier.remove[1]: '' {problem}",
+        f"{PREFIX}, line 23: spec.rules[0].filters[1].cors.allowHeaders[1]: 'x €' {problem}",
+        f"{PREFIX}, line 24: spec.rules[0].filters[1].cors.exposeHeaders[0]: 'x(y)' {problem}",
+    ]
+
+
 def test_line_break_from_a_block_scalar_in_a_single_line_field():
     text = ROUTE + "  hostnames:\n  - |\n    www.example.com\n"
     assert errors(text) == [f"{PREFIX}, line 7: spec.hostnames[0]: control character '\\n' not allowed"]
@@ -203,6 +280,51 @@ def test_bad_duration(duration):
         f"{PREFIX}, line 8: spec.rules[0].timeouts.request: invalid duration '{duration}'; "
         "expected a GEP-2257 duration such as 1h, 30s or 500ms"
     ]
+
+
+@pytest.mark.parametrize(
+    "pattern, problem",
+    [
+        (r"(a)\1", r"invalid escape sequence: \1"),
+        ("(?=x)", "invalid perl operator: (?="),
+        ("(?!x)", "invalid perl operator: (?!"),
+        ("[z-a]", "invalid character class range: z-a"),
+        ("/unclosed(", "missing ): /unclosed("),
+    ],
+)
+def test_regular_expression_re2_cannot_compile(pattern, problem):
+    text = ROUTE + f"""\
+  rules:
+  - matches:
+    - path:
+        type: RegularExpression
+        value: '{pattern}'
+      headers:
+      - name: x-a
+        type: RegularExpression
+        value: '{pattern}'
+      queryParams:
+      - name: q
+        value: '{pattern}'
+        type: RegularExpression
+"""
+    message = f"invalid RE2 regular expression {pattern!r}: {problem}"
+    assert errors(text) == [
+        f"{PREFIX}, line 10: spec.rules[0].matches[0].path.value: {message}",
+        f"{PREFIX}, line 14: spec.rules[0].matches[0].headers[0].value: {message}",
+        f"{PREFIX}, line 17: spec.rules[0].matches[0].queryParams[0].value: {message}",
+    ]
+
+
+def test_exact_values_are_not_regular_expressions():
+    text = ROUTE + """\
+  rules:
+  - matches:
+    - headers:
+      - name: x-a
+        value: '(?=x)'
+"""
+    assert load_text(text, "routes.yaml").resources
 
 
 @pytest.mark.parametrize(

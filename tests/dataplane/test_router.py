@@ -6,7 +6,7 @@ import pytest
 
 from pyproxy import ir
 from pyproxy.dataplane.http import normalize_path, split_target, valid_host
-from pyproxy.dataplane.router import HostIndex, Matcher, normalize_host, path_matcher
+from pyproxy.dataplane.router import HostIndex, Matcher, normalize_host, path_matcher, value_matcher
 
 INDEX = HostIndex([
     ("example.com", "exact"),
@@ -134,6 +134,37 @@ def test_method_match():
     assert not m("GET", "/x", "", [])
     assert not m("post", "/x", "", [])
     assert not m("POST", "/y", "", [])
+
+
+# With a backtracking engine (Python's ``re``) each of these takes seconds to minutes; RE2
+# answers in linear time. The timeout only stops a regression from hanging the suite.
+CATASTROPHIC = "^(a+)+$"
+EVIL = "a" * 35 + "b"
+
+
+@pytest.mark.timeout(5)
+def test_regex_does_not_backtrack_catastrophically():
+    assert not path_matcher(ir.PathMatch("RegularExpression", "/(a+)+"))("/" + EVIL)
+    assert not value_matcher("RegularExpression", CATASTROPHIC)(EVIL)
+    header = matcher(headers=(ir.HeaderMatch("x-evil", "RegularExpression", CATASTROPHIC),))
+    assert not header("GET", "/", "", [(b"x-evil", EVIL.encode())])
+    query = matcher(query_params=(ir.QueryMatch("q", "RegularExpression", CATASTROPHIC),))
+    assert not query("GET", "/", "q=" + EVIL, [])
+
+
+@pytest.mark.parametrize("pattern, text, expected", [
+    ("/caf.", "/caf\xe9", True),  # a byte 0x80-0xff is one character, as it was with ``re``
+    ("/café", "/caf\xe9", True),
+    ("/caf[^/]", "/caf\xe9", True),
+    ("/caf", "/caf\xe9", False),
+    ("/[a-z]+", "/caf\xe9", False),
+    ("/.*", "/\xff\x80\xe9", True),
+])
+def test_regex_matches_latin1_text_without_raising(pattern, text, expected):
+    assert path_matcher(ir.PathMatch("RegularExpression", pattern))(text) is expected
+    assert value_matcher("RegularExpression", pattern)(text) is expected
+    header = matcher(headers=(ir.HeaderMatch("x-latin", "RegularExpression", pattern),))
+    assert header("GET", "/", "", [(b"x-latin", text.encode("latin-1"))]) is expected
 
 
 @pytest.mark.parametrize("raw, expected", [

@@ -67,6 +67,68 @@ def test_check_semantic_error_exits_1(tmp_path):
     assert "ResolvedRefs=False (BackendNotFound)" in result.stdout
 
 
+HOST_MODIFIER = """\
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: web
+spec:
+  rules:
+  - matches:
+    - path:
+        value: /ok
+  - matches:
+    - path:
+        value: /smuggle
+    filters:
+    - type: RequestHeaderModifier
+      requestHeaderModifier:
+        add:
+        - name: Host
+          value: evil.example
+"""
+
+
+def test_check_prints_the_field_of_a_rejected_header_modifier(tmp_path):
+    (tmp_path / "route.yaml").write_text(HOST_MODIFIER)
+    result = run_cli("check", "--config", str(tmp_path))
+    assert result.returncode == 1
+    assert (
+        "  PartiallyInvalid=True (UnsupportedValue) [implicit]: rules dropped (their matches are not routed): "
+        "spec.rules[1].filters[0].requestHeaderModifier.add[0].name: 'Host' cannot be added by a header modifier; "
+        "the proxy writes Host (a URLRewrite filter's hostname changes it)"
+    ) in result.stdout.splitlines()
+
+
+NOT_LATIN1 = """\
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: web
+spec:
+  rules:
+  - filters:
+    - type: RequestHeaderModifier
+      requestHeaderModifier:
+        set:
+        - name: x-a
+          value: "é€"
+"""
+
+
+def test_check_refuses_a_header_value_that_is_not_latin1(tmp_path):
+    """`serve` would crash encoding it; `check` must fail first, with the field."""
+    config = tmp_path / "f.yaml"
+    config.write_text(NOT_LATIN1)
+    result = run_cli("check", "--config", str(config))
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"{config}: document 1 (HTTPRoute default/web), line 12: "
+        "spec.rules[0].filters[0].requestHeaderModifier.set[0].value: "
+        "character '€' is not latin-1, so it cannot be sent in an HTTP message head"
+    ]
+
+
 def test_serve_refuses_bad_config_without_traceback(tmp_path):
     (tmp_path / "routes.yaml").write_text(BAD_ROUTE)
     result = run_cli("--config", str(tmp_path), "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0")
