@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
+from typing import NamedTuple
 
 from ..errors import UpstreamConnectError
 from . import tls
@@ -20,6 +21,22 @@ log = logging.getLogger("pyproxy.pool")
 DEFAULT_IDLE_TIMEOUT = 60.0
 
 
+class PoolKey(NamedTuple):
+    """What makes two upstream connections interchangeable (aiohttp's ``ConnectionKey``).
+
+    It holds the ``SSLContext`` itself, compared and hashed by identity, not ``id(context)``:
+    once a context is garbage collected (a reload dropped its settings) a new context may get
+    the same id, and a connection made with the old trust and client certificate would then be
+    handed to requests that want the new ones. Holding the context also keeps it alive while
+    connections made with it are pooled."""
+
+    host: str
+    port: int
+    unix: bool
+    ssl_context: ssl.SSLContext | None
+    sni: str | None
+
+
 class Pool:
     """Idle connections per key, most recently used first. Idle expiry is swept periodically
     (one timer per pool, not one per connection: releasing and taking a connection is on the
@@ -28,16 +45,16 @@ class Pool:
     def __init__(self, idle_timeout: float = DEFAULT_IDLE_TIMEOUT, max_idle_per_key: int = 256) -> None:
         self.idle_timeout = idle_timeout
         self.max_idle_per_key = max_idle_per_key
-        self._idle: dict[tuple, list[UpstreamConnection]] = {}
+        self._idle: dict[PoolKey, list[UpstreamConnection]] = {}
         self._sweeper: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self.connects = 0  # new connections opened (for tests and metrics)
 
     @staticmethod
-    def key(dest: CompiledDestination, host: str, port: int, unix: bool) -> tuple:
-        return (host, port, unix, id(dest.ssl_context), dest.tls.sni if dest.tls else None)
+    def key(dest: CompiledDestination, host: str, port: int, unix: bool) -> PoolKey:
+        return PoolKey(host, port, unix, dest.ssl_context, dest.tls.sni if dest.tls else None)
 
-    def take(self, key: tuple) -> UpstreamConnection | None:
+    def take(self, key: PoolKey) -> UpstreamConnection | None:
         """An idle connection for ``key``, without waiting; None when there is none."""
         idle = self._idle.get(key)
         while idle:
@@ -109,11 +126,11 @@ class Pool:
         if idle and conn in idle:
             idle.remove(conn)
 
-    async def connect(self, key: tuple, dest: CompiledDestination, host: str, port: int,
+    async def connect(self, key: PoolKey, dest: CompiledDestination, host: str, port: int,
                       unix: bool) -> UpstreamConnection:
         """A new connection (TCP or unix, then TLS and the peer name check when ``dest`` has TLS)."""
         loop = asyncio.get_running_loop()
-        sni = key[4]
+        sni = key.sni
         ctx = dest.ssl_context
 
         def factory() -> UpstreamConnection:
