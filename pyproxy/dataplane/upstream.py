@@ -48,7 +48,8 @@ class UpstreamConnection(asyncio.BufferedProtocol):
     connection: it is aborted, never reused, because its framing can no longer be trusted."""
 
     __slots__ = ("key", "limits", "transport", "parser", "sink", "closed", "head_request", "_headers", "_reason",
-                 "_informational", "_status", "_close_delimited", "_head_bytes", "on_close", "idle_since", "_view")
+                 "_informational", "_status", "_close_delimited", "_head_bytes", "_field_bytes", "on_close",
+                 "idle_since", "_view")
 
     def __init__(self, key: tuple, limits: Limits) -> None:
         self.key = key  # the pool's PoolKey
@@ -64,7 +65,8 @@ class UpstreamConnection(asyncio.BufferedProtocol):
         self._status = 0
         self._informational = False
         self._close_delimited = False
-        self._head_bytes = 0  # size of the response head so far (status line and headers)
+        self._head_bytes = 0  # bytes of the reads that ended inside the response head
+        self._field_bytes = 0  # bytes of the header lines parsed so far
         self.on_close = None  # set by the pool: called once, when closed by anyone or lost
         self.idle_since = 0.0  # loop time when the pool took it back
 
@@ -130,7 +132,8 @@ class UpstreamConnection(asyncio.BufferedProtocol):
             self._fail(UpstreamProtocolError(f"invalid response: {exc}"))
             return
         if self._status == 0 and self.sink is not None:
-            # Still inside the head: httptools buffers a header line until it ends, so bound it here.
+            # Still inside the head: httptools buffers a header line until it ends, so bound it
+            # here; a head that arrives within one read is bounded by on_header.
             self._head_bytes += len(data)
             if self._head_bytes > self.limits.max_response_header_bytes:
                 self._fail(UpstreamProtocolError("response headers too large"))
@@ -166,6 +169,7 @@ class UpstreamConnection(asyncio.BufferedProtocol):
         self._reason = b""
         self._status = 0
         self._head_bytes = 0
+        self._field_bytes = 0
         self._close_delimited = False
 
     def on_status(self, reason: bytes) -> None:
@@ -173,8 +177,9 @@ class UpstreamConnection(asyncio.BufferedProtocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name.lower(), value))
+        self._field_bytes += len(name) + len(value) + 4  # ": " and CRLF
         limits = self.limits
-        if len(self._headers) > limits.max_response_headers or len(value) > limits.max_response_header_bytes:
+        if len(self._headers) > limits.max_response_headers or self._field_bytes > limits.max_response_header_bytes:
             raise UpstreamProtocolError("response headers too large")
 
     def on_headers_complete(self) -> None:

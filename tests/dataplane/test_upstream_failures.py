@@ -95,7 +95,9 @@ async def test_invalid_response_is_502_and_connection_discarded(scripted, respon
 @pytest.mark.parametrize("headers, limits, status", [
     (4, Limits(max_response_headers=5), 200),
     (6, Limits(max_response_headers=5), 502),
-], ids=["count-under", "count-over"])
+    (4, Limits(max_response_header_bytes=100), 200),
+    (12, Limits(max_response_header_bytes=100), 502),
+], ids=["count-under", "count-over", "bytes-under", "bytes-over"])
 async def test_response_header_limits_come_from_limits(scripted, headers, limits, status):
     extra = b"".join(b"X-%d: v\r\n" % i for i in range(headers))
     up = await scripted(lambda req: ok(extra=extra))
