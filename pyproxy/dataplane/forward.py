@@ -12,7 +12,7 @@ import logging
 
 from .. import errors
 from ..errors import ProxyError
-from . import http, mirror
+from . import http
 from .cors import CompiledCors, request_origin
 from .exchange import Exchange, response_head
 from .flow import BUFFERED
@@ -51,10 +51,9 @@ class Forwarding:
         if body is None:
             log.debug("request body too large to mirror")
             return
-        ctx = self.ctx
+        submit = self.ctx.mirrors.submit
         for dest in mirrors:
-            ctx.spawn(mirror.send(dest, ctx.resolver, ctx.pool, ex.upstream_head, body, ex.head_request),
-                      name="pyproxy-mirror")
+            submit(dest, ex.upstream_head, body, ex.head_request)
 
     def _dispatch(self, ex: Exchange, fresh: bool = False) -> None:
         """Attach an idle pooled connection right away when there is one (the common case,
