@@ -44,6 +44,9 @@ class PoolKey(NamedTuple):
     sni: str | None
 
 
+_new_tuple = tuple.__new__
+
+
 class _Slots:
     """The bookkeeping of one key. ``open`` counts connections from a successful connect until
     they close (busy or idle); ``idle`` holds the idle ones in release order (a dict for O(1)
@@ -89,7 +92,8 @@ class Pool:
 
     @staticmethod
     def key(dest: CompiledDestination, host: str, port: int, unix: bool) -> PoolKey:
-        return PoolKey(host, port, unix, dest.ssl_context, dest.tls.sni if dest.tls else None)
+        # tuple.__new__ directly: the NamedTuple's generated __new__ costs twice as much, per request
+        return _new_tuple(PoolKey, (host, port, unix, dest.ssl_context, dest.tls.sni if dest.tls else None))
 
     def take(self, key: PoolKey) -> UpstreamConnection | None:
         """An idle connection for ``key``, without waiting; None when there is none."""
@@ -145,10 +149,11 @@ class Pool:
         if conn.closed:
             return
         slots = self._slots[conn.key]
-        waiter = _next_waiter(slots)
-        if waiter is not None:
-            waiter.set_result(conn)
-            return
+        if slots.waiters:
+            waiter = _next_waiter(slots)
+            if waiter is not None:
+                waiter.set_result(conn)
+                return
         loop = self._running_loop()
         conn.idle_since = loop.time()
         slots.idle[conn] = None
