@@ -146,6 +146,15 @@ class UpstreamConnectError(ProxyError):
         super().__init__(body)
 
 
+class UpstreamOverflow(ProxyError):
+    """The upstream address is at its connection limit and its queue of waiting requests is
+    full (an Envoy circuit breaker, flag UO). Like Envoy, never retried."""
+
+    status = 503
+    flags = "UO"
+    body = "upstream connect error or disconnect/reset before headers. reset reason: overflow"
+
+
 class UpstreamReset(ProxyError):
     """The upstream closed or reset before the response headers (Envoy UC)."""
 

@@ -68,7 +68,7 @@ class Runtime:
         self.snapshot: Snapshot | None = None
         self.ready = False
         self.resolver = Resolver(settings.nameservers, settings.dns_refresh)
-        self.pool = Pool()
+        self.pool = Pool(settings.limits)
         self.access_log = AccessLog(settings.access_log)
         self.context: Context | None = None
         self._servers: list[asyncio.base_events.Server] = []

@@ -1,6 +1,6 @@
 """What every downstream connection of a runtime shares: the current snapshot, the DNS
 cache, the upstream pool, the access log, the set of open connections (with one sweeper for
-their header and idle deadlines) and the background tasks it owns (mirrors)."""
+their header and idle deadlines) and the mirrored requests in flight."""
 from __future__ import annotations
 
 import asyncio
@@ -10,6 +10,7 @@ from ..observe import AccessLog
 from .compile import Snapshot
 from .dns import Resolver
 from .limits import Limits
+from .mirror import Mirrors
 from .pool import Pool
 
 if TYPE_CHECKING:
@@ -25,15 +26,9 @@ class Context:
         self.pool = pool
         self.access_log = access_log
         self.limits = limits
+        self.mirrors = Mirrors(pool, resolver, limits)
         self.connections: set[HttpProtocol] = set()
         self._ticker: asyncio.TimerHandle | None = None
-        self._tasks: set[asyncio.Task] = set()
-
-    def spawn(self, coro, name: str) -> None:
-        """Run a background task owned by the context (cancelled by ``stop``)."""
-        task = asyncio.get_running_loop().create_task(coro, name=name)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     def watch_deadlines(self, loop: asyncio.AbstractEventLoop, interval: float) -> None:
         """Make sure the sweeper runs every ``interval`` seconds. Header, body and idle
@@ -58,5 +53,4 @@ class Context:
         if self._ticker is not None:
             self._ticker.cancel()
             self._ticker = None
-        for task in list(self._tasks):
-            task.cancel()
+        self.mirrors.stop()

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from .. import errors
 from ..errors import ProxyError
-from . import http, mirror
+from . import http
 from .context import Context
 from .exchange import Exchange
 from .upstream import UpstreamConnection
@@ -298,10 +298,9 @@ class Forwarder:
         body = list(self.replay)
         if self.ex.head.chunked:
             body = [b"%x\r\n%s\r\n" % (len(c), c) for c in body] + [b"0\r\n\r\n"]
-        ctx = self.ctx
+        submit = self.ctx.mirrors.submit
         for dest in mirrors:
-            ctx.spawn(mirror.send(dest, ctx.resolver, ctx.pool, self.head, body, self.ex.head.method == "HEAD"),
-                      name="pyproxy-mirror")
+            submit(dest, self.head, body, self.ex.head.method == "HEAD")
 
     # ------------------------------------------------------------------ ResponseSink (upstream callbacks)
 

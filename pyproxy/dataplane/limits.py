@@ -53,16 +53,18 @@ class Limits:
     pool_idle_timeout: float = 60.0
     """Idle upstream keep-alive connections are closed after this."""
     pool_max_per_key: int = 1024
-    """Connections (busy and idle) to one upstream address with one TLS setting: Envoy's
-    default circuit breaker ``max_connections``."""
+    """Connections (busy, idle and being opened) to one upstream address with one TLS
+    setting: Envoy's default circuit breaker ``max_connections``."""
     pool_max_pending: int = 1024
-    """Requests waiting for a connection to a key that is at ``pool_max_per_key``; over it
-    503 with flag ``UO`` (Envoy's ``max_pending_requests``)."""
+    """Requests waiting for a connection to a key that is at ``pool_max_per_key``, each for
+    at most its destination's connect timeout; over it 503 with flag ``UO`` (Envoy's
+    ``max_pending_requests``)."""
     max_mirrors: int = 1024
     """Mirrored requests in flight at once; a mirror over it is dropped (the primary request
-    never is)."""
+    never is), as is one whose upstream is at ``pool_max_per_key``."""
     mirror_timeout: float = 15.0
-    """A mirrored request that has not been answered within this is abandoned."""
+    """A mirrored request whose response has not ended within this (connect included) is
+    abandoned and its connection aborted."""
     upstream_read_buffer: int = 120 * 1024
     """Bytes read from an upstream connection at a time (one reused buffer per connection)."""
     max_response_headers: int = 100

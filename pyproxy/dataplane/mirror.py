@@ -1,22 +1,24 @@
 """RequestMirror: a copy of the request sent to another destination, its response ignored.
 
 Mirrors never affect the client: they run as their own tasks once the request is complete,
-failures are logged at debug level, and each is bounded by a deadline.
+failures are logged at debug level, and each is bounded by ``Limits.mirror_timeout``. At most
+``Limits.max_mirrors`` are in flight per runtime; past that, and when the mirror's upstream
+is at its connection limit, a copy is dropped rather than queued, so a client cannot turn
+its requests into an unbounded number of mirror connections.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 
-from ..errors import ProxyError
+from ..errors import ProxyError, UpstreamOverflow
 from .compile import CompiledDestination
 from .dns import Resolver
+from .limits import Limits
 from .pool import Pool
 from .upstream import UpstreamConnection
 
 log = logging.getLogger("pyproxy.mirror")
-
-MIRROR_TIMEOUT = 15.0
 
 
 class _Discard:
@@ -55,27 +57,60 @@ class _Discard:
             self.done.set_exception(error)
 
 
-async def send(dest: CompiledDestination, resolver: Resolver, pool: Pool, head: bytes, body: list[bytes],
-               head_request: bool) -> None:
-    """Send one mirrored request (``body``: already framed pieces) and wait, bounded, for its
-    response to end."""
-    try:
-        addresses = dest.addresses(resolver.lookup) or await dest.resolve(resolver)
-        if not addresses:
-            log.debug("mirror to %s: no endpoint", dest.name)
-            return
-        conn, _ = await pool.acquire(dest, *dest.pick(addresses))
-    except ProxyError as exc:
-        log.debug("mirror to %s failed: %s", dest.name, exc)
-        return
-    sink = _Discard(pool, conn)
-    conn.start(sink, head, head_request)
-    if body:
-        conn.transport.writelines(body)
-    try:
-        await asyncio.wait_for(sink.done, MIRROR_TIMEOUT)
-    except asyncio.TimeoutError:
-        log.debug("mirror to %s: no response within %ss", dest.name, MIRROR_TIMEOUT)
-        conn.abort()
-    except ProxyError as exc:
-        log.debug("mirror to %s failed: %s", dest.name, exc)
+class Mirrors:
+    """The mirrored requests in flight, each its own named task owned here (``stop`` cancels
+    them). Connections come from the shared pool: an idle one when there is one, and back
+    to it when the mirror's response ended cleanly."""
+
+    def __init__(self, pool: Pool, resolver: Resolver, limits: Limits) -> None:
+        self.pool = pool
+        self.resolver = resolver
+        self.limits = limits
+        self.dropped = 0  # copies not sent: too many in flight, or their upstream at its limit
+        self._tasks: set[asyncio.Task] = set()
+
+    def __repr__(self) -> str:
+        return f"<Mirrors in flight {len(self._tasks)}, dropped {self.dropped}>"
+
+    def submit(self, dest: CompiledDestination, head: bytes, body: list[bytes], head_request: bool) -> bool:
+        """Start sending a copy (``body``: already framed pieces); False when it was dropped."""
+        if len(self._tasks) >= self.limits.max_mirrors:
+            self.dropped += 1
+            log.debug("mirror to %s dropped: %d mirrors in flight", dest.name, len(self._tasks))
+            return False
+        task = asyncio.get_running_loop().create_task(self._send(dest, head, body, head_request),
+                                                      name="pyproxy-mirror")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return True
+
+    def stop(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+
+    async def _send(self, dest: CompiledDestination, head: bytes, body: list[bytes], head_request: bool) -> None:
+        """Send one copy and wait, within ``mirror_timeout`` from the start, for its response
+        to end; a connection left mid-exchange (timeout, cancel) is aborted, not pooled."""
+        sink = None
+        try:
+            async with asyncio.timeout(self.limits.mirror_timeout):
+                addresses = dest.addresses(self.resolver.lookup) or await dest.resolve(self.resolver)
+                if not addresses:
+                    log.debug("mirror to %s: no endpoint", dest.name)
+                    return
+                conn, _ = await self.pool.acquire(dest, *dest.pick(addresses), wait=False)
+                sink = _Discard(self.pool, conn)
+                conn.start(sink, head, head_request)
+                if body:
+                    conn.transport.writelines(body)
+                await sink.done
+        except TimeoutError:
+            log.debug("mirror to %s: no response within %ss", dest.name, self.limits.mirror_timeout)
+        except UpstreamOverflow:
+            self.dropped += 1
+            log.debug("mirror to %s dropped: its upstream is at its connection limit", dest.name)
+        except ProxyError as exc:
+            log.debug("mirror to %s failed: %s", dest.name, exc)
+        finally:
+            if sink is not None and sink.conn.sink is sink:
+                sink.conn.abort()  # the response has not ended (the connection clears its sink when it does)

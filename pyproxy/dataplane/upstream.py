@@ -11,11 +11,9 @@ from typing import Protocol as TypingProtocol
 import httptools
 
 from ..errors import ProxyError, UpstreamProtocolError, UpstreamReset
-from .http import MAX_HEADER_BYTES, MAX_HEADERS
+from .limits import Limits
 
 log = logging.getLogger("pyproxy.upstream")
-
-READ_BUFFER = 120 * 1024  # bytes read from the upstream at a time
 
 
 class ResponseSink(TypingProtocol):
@@ -52,13 +50,14 @@ class UpstreamConnection(asyncio.BufferedProtocol):
     whole, so extra bytes in the same read are seen before anyone can reuse the connection
     (and so can never become the answer to the next request)."""
 
-    __slots__ = ("key", "transport", "parser", "sink", "closed", "head_request", "_headers", "_reason",
-                 "_informational", "_status", "_close_delimited", "_head_bytes", "on_lost", "idle_since", "_view",
-                 "_complete", "_ended")
+    __slots__ = ("key", "limits", "transport", "parser", "sink", "closed", "head_request", "_headers", "_reason",
+                 "_informational", "_status", "_close_delimited", "_head_bytes", "_field_bytes", "on_close",
+                 "idle_since", "_view", "_complete", "_ended")
 
-    def __init__(self, key: tuple) -> None:
-        self.key = key
-        self._view = memoryview(bytearray(READ_BUFFER))
+    def __init__(self, key: tuple, limits: Limits) -> None:
+        self.key = key  # the pool's PoolKey
+        self.limits = limits
+        self._view = memoryview(bytearray(limits.upstream_read_buffer))
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.sink: ResponseSink | None = None
@@ -69,8 +68,9 @@ class UpstreamConnection(asyncio.BufferedProtocol):
         self._status = 0
         self._informational = False
         self._close_delimited = False
-        self._head_bytes = 0  # size of the response head so far (status line and headers)
-        self.on_lost = None  # set by the pool: called once when the connection goes away
+        self._head_bytes = 0  # bytes of the reads that ended inside the response head
+        self._field_bytes = 0  # bytes of the header lines parsed so far
+        self.on_close = None  # set by the pool: called once, when closed by anyone or lost
         self.idle_since = 0.0  # loop time when the pool took it back
         self._complete: bool | None = None  # a response ended in this read (keep-alive or not)
         self._ended: ResponseSink | None = None  # whom to tell once the read is parsed
@@ -90,12 +90,21 @@ class UpstreamConnection(asyncio.BufferedProtocol):
         if not self.closed:
             self.closed = True
             self.transport.close()
+            self._gone()
 
     def abort(self) -> None:
         self.sink = None
         if not self.closed:
             self.closed = True
             self.transport.abort()
+            self._gone()
+
+    def _gone(self) -> None:
+        """Tell the pool, once: the connection no longer counts against its limit from the
+        moment it is closed, not when the transport has finished flushing."""
+        on_close, self.on_close = self.on_close, None
+        if on_close is not None:
+            on_close(self)
 
     # ------------------------------------------------------------------ asyncio.Protocol
 
@@ -139,9 +148,10 @@ class UpstreamConnection(asyncio.BufferedProtocol):
             return
         sink.flush()
         if self._status == 0 and self.sink is not None:
-            # Still inside the head: httptools buffers a header line until it ends, so bound it here.
+            # Still inside the head: httptools buffers a header line until it ends, so bound it
+            # here; a head that arrives within one read is bounded by on_header.
             self._head_bytes += len(data)
-            if self._head_bytes > MAX_HEADER_BYTES:
+            if self._head_bytes > self.limits.max_response_header_bytes:
                 self._fail(UpstreamProtocolError("response headers too large"))
 
     def _ended_read(self, reusable: bool) -> None:
@@ -158,6 +168,7 @@ class UpstreamConnection(asyncio.BufferedProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        self._gone()
         sink, self.sink = self.sink, None
         if sink is not None:
             # A response without framing ends at close; anything else was cut short.
@@ -165,8 +176,6 @@ class UpstreamConnection(asyncio.BufferedProtocol):
                 sink.response_end(False)
             else:
                 sink.upstream_failed(UpstreamReset("connection closed by upstream"))
-        if self.on_lost is not None:
-            self.on_lost(self)
 
     def pause_writing(self) -> None:
         if self.sink is not None:
@@ -185,6 +194,7 @@ class UpstreamConnection(asyncio.BufferedProtocol):
         self._reason = b""
         self._status = 0
         self._head_bytes = 0
+        self._field_bytes = 0
         self._close_delimited = False
 
     def on_status(self, reason: bytes) -> None:
@@ -192,7 +202,9 @@ class UpstreamConnection(asyncio.BufferedProtocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name.lower(), value))
-        if len(self._headers) > MAX_HEADERS or len(value) > MAX_HEADER_BYTES:
+        self._field_bytes += len(name) + len(value) + 4  # ": " and CRLF
+        limits = self.limits
+        if len(self._headers) > limits.max_response_headers or self._field_bytes > limits.max_response_header_bytes:
             raise UpstreamProtocolError("response headers too large")
 
     def on_headers_complete(self) -> None:

@@ -7,12 +7,14 @@ then (bounded) for the copies: ``wait_requests`` on the mirror, or ``mirror_task
 the point is that a copy was *not* sent."""
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 
 import pytest
 
 from pyproxy import ir
+from pyproxy.dataplane.limits import DEFAULT, Limits
 from tests.conftest import destination, forward
 from tests.helpers.http import Client
 from tests.helpers.proxy import proxy_routes
@@ -35,10 +37,10 @@ def mirror(port: int, percent: float = 100.0, name: str = "backend/default/mirro
     return ir.Mirror(destination(port, name=name), percent)
 
 
-def mirrored(primary_port: int, *mirrors: ir.Mirror, **kw):
+def mirrored(primary_port: int, *mirrors: ir.Mirror, limits: Limits = DEFAULT, **kw):
     """Serve one catch-all route forwarding to ``primary_port`` with ``mirrors``."""
     route = forward(ROUTE, destination(primary_port, name="backend/default/primary"), mirrors=mirrors, **kw)
-    return proxy_routes(route)
+    return proxy_routes(route, limits=limits)
 
 
 async def test_mirror_sees_the_same_request(recorder):
@@ -286,3 +288,89 @@ async def test_pipelined_requests_are_each_mirrored(recorder):
         await mirror_tasks_done()
     assert sorted((c.method, c.target, c.body) for c in shadow.requests) == [
         ("GET", "/3", b""), ("POST", "/1", b"one"), ("POST", "/2", b"two")]
+
+
+# ------------------------------------------------------------------ bounds (defect 4)
+
+
+async def test_mirrors_in_flight_are_bounded(recorder):
+    """One client cannot make the proxy open a mirror connection per request: with mirrors
+    that never answer, at most ``max_mirrors`` are in flight and the rest are dropped, while
+    every primary request is answered."""
+    primary = await recorder(response(200, b"p"))
+    shadow = await recorder(Hang())
+    async with mirrored(primary.port, mirror(shadow.port), limits=Limits(max_mirrors=5)) as (rt, port):
+        client = await Client.connect(port)
+        for i in range(50):
+            resp = await client.request("GET", f"/flood/{i}")
+            assert (resp.status, resp.body) == (200, b"p")
+        await client.close()
+        await shadow.wait_requests(5)
+        assert shadow.connections == 5
+        assert rt.context.mirrors.dropped >= 45
+    await mirror_tasks_done()  # stopping the proxy cancelled the hanging ones
+    assert len(primary.requests) == 50 and len(shadow.requests) == 5
+
+
+async def test_a_mirror_that_timed_out_frees_its_place(recorder):
+    primary = await recorder(response(200, b"p"))
+    shadow = await recorder(Hang())
+    limits = Limits(max_mirrors=2, mirror_timeout=0.1)
+    async with mirrored(primary.port, mirror(shadow.port), limits=limits) as (rt, port):
+        client = await Client.connect(port)
+        for i in range(3):
+            assert (await client.request("GET", f"/t/{i}")).status == 200
+        await shadow.wait_requests(2)
+        await mirror_tasks_done()
+        assert repr(rt.context.mirrors) == "<Mirrors in flight 0, dropped 1>"
+        assert (await client.request("GET", "/t/again")).status == 200
+        await shadow.wait_requests(3)
+        await client.close()
+    assert [c.target for c in shadow.requests] == ["/t/0", "/t/1", "/t/again"]
+    assert shadow.connections == 3  # a timed-out mirror's connection is not reused
+
+
+async def test_mirrors_reuse_pooled_connections(recorder):
+    primary = await recorder(response(200, b"p"))
+    shadow = await recorder(response(200, b"m"))
+    async with mirrored(primary.port, mirror(shadow.port)) as (rt, port):
+        client = await Client.connect(port)
+        for i in range(5):
+            assert (await client.request("POST", f"/r/{i}", body=b"abc")).status == 200
+            await shadow.wait_requests(i + 1)
+            await mirror_tasks_done()
+        await client.close()
+    assert [c.target for c in shadow.requests] == [f"/r/{i}" for i in range(5)]
+    assert shadow.connections == 1
+
+
+async def test_mirror_at_the_connection_limit_is_dropped_not_queued(recorder):
+    primary = await recorder(response(200, b"p"))
+    shadow = await recorder(Hang())
+    limits = Limits(pool_max_per_key=1)
+    async with mirrored(primary.port, mirror(shadow.port), limits=limits) as (rt, port):
+        client = await Client.connect(port)
+        assert (await client.request("GET", "/first")).status == 200
+        await shadow.wait_requests(1)
+        assert (await client.request("GET", "/second")).status == 200
+        async with asyncio.timeout(5):
+            while rt.context.mirrors.dropped < 1:
+                await asyncio.sleep(0.005)
+        assert repr(rt.context.mirrors) == "<Mirrors in flight 1, dropped 1>"
+        assert f"127.0.0.1:{shadow.port}: busy=1 idle=0 connecting=0 waiting=0" in repr(rt.pool)
+        await client.close()
+    assert shadow.connections == 1
+
+
+async def test_stopping_cancels_the_mirrors_in_flight(recorder):
+    primary = await recorder(response(200, b"p"))
+    shadow = await recorder(Hang())
+    async with mirrored(primary.port, mirror(shadow.port)) as (rt, port):
+        client = await Client.connect(port)
+        assert (await client.request("GET", "/stuck")).status == 200
+        await shadow.wait_requests(1)
+        await client.close()
+        mirrors = rt.context.mirrors
+    await mirror_tasks_done()
+    assert repr(mirrors) == "<Mirrors in flight 0, dropped 0>"
+    assert "127.0.0.1:%d" % shadow.port not in repr(rt.pool)  # its connection was closed

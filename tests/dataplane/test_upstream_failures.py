@@ -7,6 +7,7 @@ import socket
 import pytest
 
 from pyproxy import ir
+from pyproxy.dataplane.limits import Limits
 from tests.helpers.http import Upstream
 from tests.helpers.proxy import proxy_to
 from tests.helpers.scripted import Reply, ScriptedUpstream, ok
@@ -88,6 +89,33 @@ async def test_invalid_response_is_502_and_connection_discarded(scripted, respon
         await wire.send(GET)
         assert (await wire.read_response()).status == 200
         assert up.connections == 2
+        await wire.close()
+
+
+@pytest.mark.parametrize("headers, limits, status", [
+    (4, Limits(max_response_headers=5), 200),
+    (6, Limits(max_response_headers=5), 502),
+    (4, Limits(max_response_header_bytes=100), 200),
+    (12, Limits(max_response_header_bytes=100), 502),
+], ids=["count-under", "count-over", "bytes-under", "bytes-over"])
+async def test_response_header_limits_come_from_limits(scripted, headers, limits, status):
+    extra = b"".join(b"X-%d: v\r\n" % i for i in range(headers))
+    up = await scripted(lambda req: ok(extra=extra))
+    async with proxy_to(up.port, limits=limits) as (rt, port):
+        wire = await Wire.open(port)
+        await wire.send(GET)
+        assert (await wire.read_response()).status == status
+        await wire.close()
+
+
+async def test_small_upstream_read_buffer_relays_everything(scripted):
+    body = bytes(range(256)) * 40
+    up = await scripted(lambda req: ok(body))
+    async with proxy_to(up.port, limits=Limits(upstream_read_buffer=7)) as (rt, port):
+        wire = await Wire.open(port)
+        for _ in range(2):
+            await wire.send(GET)
+            assert (await wire.read_response()).body == body
         await wire.close()
 
 

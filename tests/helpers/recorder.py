@@ -1,8 +1,8 @@
 """A recording upstream for retry, mirror and CORS tests: parses every request with httptools
 (chunked bodies decoded), records it with its arrival time, and answers the n-th request
 (counted across all its connections) as a test function says: bytes, a reset (RST), a close
-(FIN), no answer at all, or any of those after a delay. Tests wait for arrivals with bounded
-waits on events (``wait_requests``), never by sleeping."""
+(FIN), no answer at all, or any of those after a delay or once the test releases it. Tests
+wait for arrivals with bounded waits on events (``wait_requests``), never by sleeping."""
 from __future__ import annotations
 
 import asyncio
@@ -61,7 +61,16 @@ class Delay:
     then: "Answer"
 
 
-Answer = Union[bytes, Reset, Close, Hang, Delay]
+@dataclass(frozen=True)
+class Held:
+    """Answer ``then`` once the test resolves ``gate`` (an asyncio Future): an upstream that
+    is slow for exactly as long as the test needs, without sleeping."""
+
+    gate: asyncio.Future
+    then: "Answer"
+
+
+Answer = Union[bytes, Reset, Close, Hang, Delay, Held]
 
 
 @dataclass
@@ -151,6 +160,8 @@ class _Conn(asyncio.Protocol):
             t.close()
         elif isinstance(answer, Delay):
             self.timers.append(asyncio.get_running_loop().call_later(answer.seconds, self._act, answer.then))
+        elif isinstance(answer, Held):
+            answer.gate.add_done_callback(lambda _: self._act(answer.then))
         # Hang: nothing
 
 
