@@ -100,6 +100,9 @@ def response_head(ex: Exchange, status: int, reason: bytes, headers: Headers, cl
     head = ex.head
     bodiless = head.method == "HEAD" or status in (204, 304)
     other = [c for c in codings if c and c != b"chunked"]
+    if b"chunked" in codings[:-1]:
+        # chunked applied before another coding: re-chunking would apply it twice (RFC 9112 §6.1)
+        raise UpstreamProtocolError("chunked is not the final transfer coding")
     if other:
         if head.version != "1.1":
             raise UpstreamProtocolError("transfer coding an HTTP/1.0 client cannot take")

@@ -9,8 +9,6 @@ from email.utils import formatdate
 
 from ..errors import BadRequest
 
-MAX_HEADERS = 100
-MAX_HEADER_BYTES = 60 * 1024  # request line + header section, as Envoy's max_request_headers_kb
 
 # Never forwarded in either direction: hop-by-hop, and framing that we redo ourselves.
 HOP_BY_HOP = frozenset(

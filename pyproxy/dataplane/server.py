@@ -162,7 +162,7 @@ class HttpProtocol(asyncio.Protocol):
             self.keep = step(KEEP_ALIVE, self.keep, Ev.LAST)
         self.reading = ex
         self.queue.append(ex)
-        if len(self.queue) == 1:
+        if len(self.queue) == 1 and not self.write_paused:
             self._start(ex)
         if not self._may_read():
             self.reader.hold()
@@ -208,7 +208,7 @@ class HttpProtocol(asyncio.Protocol):
             return reading.forwarder is not None or reading.body_size <= self.limits.buffer_limit
         if self.keep is not Conn.OPEN or self.closed:
             return False
-        if self.write_paused and self.queue:
+        if self.write_paused:
             return False  # the client is not reading our answers: read no further requests
         return len(self.queue) < self.limits.max_pipelined
 
