@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from typing import Literal, Union
+from typing import Literal
 
 DEFAULT_ROUTE_TIMEOUT = 15.0
 DEFAULT_CONNECT_TIMEOUT = 10.0
@@ -204,7 +204,7 @@ class Cors:
     max_age: int = 5
 
 
-Action = Union[Forward, Redirect, DirectResponse]
+Action = Forward | Redirect | DirectResponse
 
 
 @dataclass(frozen=True, slots=True)
@@ -268,7 +268,8 @@ def to_dict(value: object) -> object:
     if isinstance(value, Certificate):
         return {"name": value.name, "cert_pem": value.cert_pem, "key_pem": "[redacted]"}
     if dataclasses.is_dataclass(value):
-        out: dict[str, object] = {"type": type(value).__name__} if isinstance(value, (Forward, Redirect, DirectResponse)) else {}
+        tagged = isinstance(value, (Forward, Redirect, DirectResponse))
+        out: dict[str, object] = {"type": type(value).__name__} if tagged else {}
         for f in dataclasses.fields(value):
             out[f.name] = to_dict(getattr(value, f.name))
         return out

@@ -12,7 +12,7 @@ from typing import IO
 
 def format_time(epoch: float) -> str:
     """RFC 3339 with milliseconds in UTC, as Envoy's %START_TIME%."""
-    dt = datetime.datetime.fromtimestamp(epoch, datetime.timezone.utc)
+    dt = datetime.datetime.fromtimestamp(epoch, datetime.UTC)
     return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
 
 

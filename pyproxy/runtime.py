@@ -7,16 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from . import config as config_room
 from . import translate as translate_room
 from .dataplane.compile import Snapshot, compile_config
-from .dataplane.dns import Resolver
-from .dataplane.limits import DEFAULT as DEFAULT_LIMITS, Limits
-from .dataplane.pool import Pool
 from .dataplane.context import Context
+from .dataplane.dns import Resolver
+from .dataplane.limits import DEFAULT as DEFAULT_LIMITS
+from .dataplane.limits import Limits
+from .dataplane.pool import Pool
 from .dataplane.server import HttpProtocol
 from .errors import ConfigError
 from .observe import AccessLog
@@ -113,7 +114,7 @@ class Runtime:
         for server in self._servers:
             try:
                 await asyncio.wait_for(server.wait_closed(), 5.0)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 log.warning("listener did not close within 5 s")
         self.pool.close()
         await self.resolver.close()

@@ -100,7 +100,8 @@ class _SecretDocument:
 
 
 def _secret(document: _SecretDocument, location: Location) -> Secret:
-    data = {**document.data, **document.string_data}  # stringData wins, as in Kubernetes
+    data = {key: Text(value) for key, value in (*document.data.items(), *document.string_data.items())}
+    # (stringData comes last, so it wins, as in Kubernetes)
     return Secret(metadata=document.metadata, location=location, type=document.type, data=data)
 
 
@@ -160,7 +161,7 @@ def parse_document(document: Document) -> tuple[Resource | Skipped | None, list[
         return None, parser.messages
     versions, cls = KINDS[kind]
     if version not in versions:
-        parser.error(_get(node, "apiVersion"), "apiVersion",
+        parser.error(_get(node, "apiVersion") or node, "apiVersion",
                      f"unsupported version {version!r} for {kind}; expected {_one_of(versions)}")
         return None, parser.messages
     resource = parser.resource(node, cls, location)
@@ -202,16 +203,17 @@ class _Parser:
         return self.string(value, key)
 
     def resource(self, node: MappingNode, cls: type, location: Location) -> Any:
-        shape, build = _SHAPES.get(cls, (None, None))
-        if shape is None:
+        entry = _SHAPES.get(cls)
+        if entry is None:
             return self.dataclass(node, cls, "", provided={"location": location}, ignored=_TOP_LEVEL_KEYS)
+        shape, build = entry
         value = self.dataclass(node, shape, "", ignored=_TOP_LEVEL_KEYS)
         return value if value is _INVALID else build(value, location)
 
     # ------------------------------------------------------------------ structure
 
     def value(self, node: Node, tp: Any, path: str) -> Any:
-        if dataclasses.is_dataclass(tp):
+        if isinstance(tp, type) and dataclasses.is_dataclass(tp):
             return self.dataclass(node, tp, path)
         origin = typing.get_origin(tp)
         if origin is Literal:
@@ -349,7 +351,8 @@ class _Parser:
             value.encode("latin-1")
         except UnicodeEncodeError as exc:
             return self.error(
-                node, path, f"character {value[exc.start]!r} is not latin-1, so it cannot be sent in an HTTP message head"
+                node, path,
+                f"character {value[exc.start]!r} is not latin-1, so it cannot be sent in an HTTP message head"
             )
         return value
 
@@ -426,7 +429,7 @@ def _has_default(f: dataclasses.Field) -> bool:
 # ---------------------------------------------------------------------- nodes
 
 
-def _get(node: Node, key: str) -> Node | None:
+def _get(node: Node | None, key: str) -> Node | None:
     """The value of the first ``key`` in a mapping node, without reporting anything."""
     if isinstance(node, MappingNode):
         for key_node, value_node in node.value:

@@ -21,7 +21,7 @@ Semantic checks (references, cross-field rules) belong to translate/, not here.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, NewType, Union
+from typing import Literal, NewType
 
 Text = NewType("Text", str)
 Duration = NewType("Duration", str)
@@ -475,7 +475,7 @@ class Namespace:
     location: Location
 
 
-Resource = Union[Gateway, HTTPRoute, Backend, BackendTLSPolicy, ReferenceGrant, ConfigMap, Secret, Namespace]
+Resource = Gateway | HTTPRoute | Backend | BackendTLSPolicy | ReferenceGrant | ConfigMap | Secret | Namespace
 
 # kind -> (accepted apiVersions, class)
 KINDS: dict[str, tuple[tuple[str, ...], type]] = {

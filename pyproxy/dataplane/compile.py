@@ -9,13 +9,13 @@ import bisect
 import itertools
 import random
 import ssl
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 from .. import ir
 from . import tls
-from .dns import DnsError, Resolver
 from .cors import CompiledCors
+from .dns import DnsError, Resolver
 from .filters import HeaderOps, compile_mutation
 from .router import HostIndex, Matcher
 

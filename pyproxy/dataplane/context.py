@@ -20,7 +20,8 @@ if TYPE_CHECKING:
 class Context:
     """What every connection shares; ``snapshot`` is swapped by the runtime on reload."""
 
-    def __init__(self, snapshot: Snapshot, resolver: Resolver, pool: Pool, access_log: AccessLog, limits: Limits) -> None:
+    def __init__(self, snapshot: Snapshot, resolver: Resolver, pool: Pool, access_log: AccessLog,
+                 limits: Limits) -> None:
         self.snapshot = snapshot
         self.resolver = resolver
         self.pool = pool

@@ -42,7 +42,8 @@ class CompiledCors:
         for p_scheme, p_host, p_port in self.origins:
             if p_scheme != scheme or p_port != port:
                 continue
-            if p_host == host or (p_host.startswith("*.") and host.endswith(p_host[1:]) and len(host) > len(p_host) - 1):
+            wildcard = p_host.startswith("*.") and host.endswith(p_host[1:]) and len(host) > len(p_host) - 1
+            if p_host == host or wildcard:
                 return True
         return False
 

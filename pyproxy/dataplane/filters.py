@@ -15,7 +15,8 @@ class HeaderOps:
     def __init__(self, mutation: ir.HeaderMutation) -> None:
         self.set = tuple((n.lower().encode("latin-1"), v.encode("latin-1")) for n, v in mutation.set)
         self.add = tuple((n.lower().encode("latin-1"), v.encode("latin-1")) for n, v in mutation.add)
-        self.remove = frozenset(n.lower().encode("latin-1") for n in mutation.remove) | frozenset(n for n, _ in self.set)
+        removed = frozenset(n.lower().encode("latin-1") for n in mutation.remove)
+        self.remove = removed | frozenset(n for n, _ in self.set)
 
     def apply(self, headers: list[tuple[bytes, bytes]]) -> list[tuple[bytes, bytes]]:
         """Return the mutated list (a new list when anything is removed)."""

@@ -9,7 +9,6 @@ from email.utils import formatdate
 
 from ..errors import BadRequest
 
-
 # Never forwarded in either direction: hop-by-hop, and framing that we redo ourselves.
 HOP_BY_HOP = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade", b"te", b"trailer",

@@ -91,7 +91,7 @@ class Mirrors:
     async def _send(self, dest: CompiledDestination, head: bytes, body: list[bytes], head_request: bool) -> None:
         """Send one copy and wait, within ``mirror_timeout`` from the start, for its response
         to end; a connection left mid-exchange (timeout, cancel) is aborted, not pooled."""
-        sink = None
+        sink: _Discard | None = None
         try:
             async with asyncio.timeout(self.limits.mirror_timeout):
                 addresses = dest.addresses(self.resolver.lookup) or await dest.resolve(self.resolver)
@@ -112,5 +112,6 @@ class Mirrors:
         except ProxyError as exc:
             log.debug("mirror to %s failed: %s", dest.name, exc)
         finally:
-            if sink is not None and sink.conn.sink is sink:
-                sink.conn.abort()  # the response has not ended (the connection clears its sink when it does)
+            held = sink.conn if sink is not None else None
+            if held is not None and held.sink is sink:
+                held.abort()  # the response has not ended (the connection clears its sink when it does)

@@ -13,35 +13,18 @@ import asyncio
 import logging
 import ssl
 from collections import deque
-from typing import NamedTuple
 
 from ..errors import UpstreamConnectError, UpstreamOverflow, UpstreamReset
 from . import tls
 from .compile import CompiledDestination
 from .limits import Limits
-from .upstream import UpstreamConnection
+from .upstream import PoolKey, UpstreamConnection
 
 log = logging.getLogger("pyproxy.pool")
 
 _CONNECT = object()
 """What a waiter is handed when a connection slot (not a connection) became free for it: the
 slot is already counted in ``connecting``, the waiter dials."""
-
-
-class PoolKey(NamedTuple):
-    """What makes two upstream connections interchangeable (aiohttp's ``ConnectionKey``).
-
-    It holds the ``SSLContext`` itself, compared and hashed by identity, not ``id(context)``:
-    once a context is garbage collected (a reload dropped its settings) a new context may get
-    the same id, and a connection made with the old trust and client certificate would then be
-    handed to requests that want the new ones. Holding the context also keeps it alive while
-    connections made with it are pooled."""
-
-    host: str
-    port: int
-    unix: bool
-    ssl_context: ssl.SSLContext | None
-    sni: str | None
 
 
 _new_tuple = tuple.__new__
@@ -292,7 +275,7 @@ class Pool:
             else:
                 coro = loop.create_connection(factory, key.host, key.port, ssl=ctx, server_hostname=server_hostname)
             transport, conn = await asyncio.wait_for(coro, dest.connect_timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             raise UpstreamConnectError("connection timeout") from None
         except (ssl.SSLError, OSError) as exc:
             raise UpstreamConnectError("connection failure", tls.transport_failure_reason(exc)) from exc

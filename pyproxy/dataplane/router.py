@@ -7,7 +7,8 @@ delivers them (names lower-case); paths are ``str`` (latin-1 decoded, so bytes r
 """
 from __future__ import annotations
 
-from typing import Callable, Generic, Iterable, TypeVar
+from collections.abc import Callable, Iterable
+from typing import Generic, TypeVar
 from urllib.parse import parse_qsl
 
 from .. import ir, regex
@@ -114,8 +115,8 @@ class Matcher:
             params: dict[str, str] = {}
             for key, val in parse_qsl(query, keep_blank_values=True):
                 params.setdefault(key, val)
-            for name, accept in self.query:
-                got = params.get(name)
+            for qname, accept in self.query:
+                got = params.get(qname)
                 if got is None or not accept(got):
                     return False
         return True

@@ -19,13 +19,14 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from typing import Callable, cast
+from collections.abc import Callable
+from typing import cast
 
 from .. import errors
 from ..errors import ProxyError
 from . import http, tls
 from .context import Context
-from .decide import Local, decide
+from .decide import decide
 from .encode import response_head, upstream_head
 from .exchange import Exchange, access_entry, request_id
 from .flow import HOLD, UPSTREAM_FULL, ReadGate
@@ -41,6 +42,9 @@ _NONE, _HEADER, _BODY, _IDLE = range(4)  # which deadline is armed
 class HttpProtocol(asyncio.Protocol):
     """One downstream connection on a listener socket (``group_key`` = (address, port))."""
 
+    transport: asyncio.Transport  # both set by connection_made, before any other callback
+    gate: ReadGate
+
     def __init__(self, ctx: Context, group_key: tuple[str, int], scheme: str) -> None:
         self.ctx = ctx
         self.limits = ctx.limits
@@ -48,8 +52,6 @@ class HttpProtocol(asyncio.Protocol):
         self.scheme = scheme
         self.scheme_b = scheme.encode()
         self.loop = asyncio.get_event_loop()
-        self.transport: asyncio.Transport | None = None
-        self.gate: ReadGate | None = None
         self.reader = RequestReader(self, ctx.limits)
         self.keep = Conn.OPEN
         self.queue: deque[Exchange] = deque()  # exchanges not yet answered, in order

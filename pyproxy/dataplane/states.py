@@ -39,7 +39,8 @@ The questions the connection asks are answered from these states alone:
 from __future__ import annotations
 
 import enum
-from typing import Mapping, TypeVar
+from collections.abc import Mapping
+from typing import TypeVar
 
 
 class InvalidTransition(Exception):

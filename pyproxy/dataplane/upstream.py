@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import ssl
+from collections.abc import Callable
+from typing import NamedTuple, cast
 from typing import Protocol as TypingProtocol
 
 import httptools
@@ -14,6 +17,22 @@ from ..errors import ProxyError, UpstreamProtocolError, UpstreamReset
 from .limits import Limits
 
 log = logging.getLogger("pyproxy.upstream")
+
+
+class PoolKey(NamedTuple):
+    """What makes two upstream connections interchangeable (aiohttp's ``ConnectionKey``).
+
+    It holds the ``SSLContext`` itself, compared and hashed by identity, not ``id(context)``:
+    once a context is garbage collected (a reload dropped its settings) a new context may get
+    the same id, and a connection made with the old trust and client certificate would then be
+    handed to requests that want the new ones. Holding the context also keeps it alive while
+    connections made with it are pooled."""
+
+    host: str
+    port: int
+    unix: bool
+    ssl_context: ssl.SSLContext | None
+    sni: str | None
 
 
 class ResponseSink(TypingProtocol):
@@ -54,11 +73,12 @@ class UpstreamConnection(asyncio.BufferedProtocol):
                  "_informational", "_status", "_close_delimited", "_head_bytes", "_field_bytes", "on_close",
                  "idle_since", "_view", "_complete", "_ended")
 
-    def __init__(self, key: tuple, limits: Limits) -> None:
+    transport: asyncio.Transport  # set by connection_made, before the pool hands it out
+
+    def __init__(self, key: PoolKey, limits: Limits) -> None:
         self.key = key  # the pool's PoolKey
         self.limits = limits
         self._view = memoryview(bytearray(limits.upstream_read_buffer))
-        self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.sink: ResponseSink | None = None
         self.closed = False
@@ -70,7 +90,8 @@ class UpstreamConnection(asyncio.BufferedProtocol):
         self._close_delimited = False
         self._head_bytes = 0  # bytes of the reads that ended inside the response head
         self._field_bytes = 0  # bytes of the header lines parsed so far
-        self.on_close = None  # set by the pool: called once, when closed by anyone or lost
+        # set by the pool: called once, when closed by anyone or lost
+        self.on_close: Callable[[UpstreamConnection], None] | None = None
         self.idle_since = 0.0  # loop time when the pool took it back
         self._complete: bool | None = None  # a response ended in this read (keep-alive or not)
         self._ended: ResponseSink | None = None  # whom to tell once the read is parsed
@@ -109,7 +130,8 @@ class UpstreamConnection(asyncio.BufferedProtocol):
     # ------------------------------------------------------------------ asyncio.Protocol
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
+        # uvloop's transports implement asyncio.Transport without subclassing it
+        self.transport = cast(asyncio.Transport, transport)
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self._view
@@ -217,7 +239,9 @@ class UpstreamConnection(asyncio.BufferedProtocol):
             return
         self._informational = False
         self._close_delimited = not (status in (204, 304) or self.head_request or _framed(self._headers))
-        self.sink.response_head(status, self._reason, self._headers)
+        sink = self.sink
+        assert sink is not None  # on_message_begin refuses a response nobody asked for
+        sink.response_head(status, self._reason, self._headers)
         if self.head_request and self.sink is not None:
             # httptools cannot be told the request was HEAD; the response is complete now and
             # a fresh parser takes the next one (the old one would wait for a body).

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from ..config import resources as res
 from .. import ir
+from ..config import resources as res
 from .index import Index
 from .problems import Problem, kind_label
 from .refgrants import Reference, permitted

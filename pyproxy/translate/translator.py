@@ -38,9 +38,10 @@ def translate(resources: Iterable[object], options: Options = Options()) -> Resu
     policies, policy_statuses = translate_policies(index)
     destinations = Destinations(index, backends, policies)
     if index.gateways:
-        gateways: CheckedGateways | None = translate_gateways(index, options.bind_address)
+        checked = translate_gateways(index, options.bind_address)
+        gateways: CheckedGateways | None = checked
         implicit = None
-        listeners = gateways.listeners
+        listeners = checked.listeners
     else:
         gateways, implicit = None, implicit_listener(options)
         listeners = [implicit]

@@ -15,7 +15,6 @@ from tests.helpers.proxy import proxy_routes, proxy_to
 from tests.helpers.scripted import Reply, ScriptedUpstream
 from tests.helpers.wire import Wire
 
-
 SHORT_DEADLINES = Limits(header_timeout=0.3, idle_timeout=0.3)
 SHORT_BODY_DEADLINE = Limits(body_timeout=0.3)
 

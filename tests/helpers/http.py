@@ -62,7 +62,7 @@ class Client:
 
     @classmethod
     async def connect(cls, port: int, host: str = "127.0.0.1", ssl_context: ssl.SSLContext | None = None,
-                      server_hostname: str | None = None) -> "Client":
+                      server_hostname: str | None = None) -> Client:
         reader, writer = await asyncio.wait_for(
             asyncio.open_connection(host, port, ssl=ssl_context, server_hostname=server_hostname), 5)
         return cls(reader, writer)
@@ -99,7 +99,7 @@ class Client:
         """True when the server closes the connection (EOF) within ``timeout``."""
         try:
             data = await asyncio.wait_for(self.reader.read(65536), timeout)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
         except ConnectionError:
             return True
@@ -109,7 +109,7 @@ class Client:
         self.writer.close()
         try:
             await asyncio.wait_for(self.writer.wait_closed(), 2)
-        except (asyncio.TimeoutError, ConnectionError, ssl.SSLError):
+        except (TimeoutError, ConnectionError, ssl.SSLError):
             pass
 
 
@@ -127,7 +127,7 @@ async def raw_exchange(port: int, data: bytes, timeout: float = 5, host: str = "
                     return
                 out.extend(chunk)
         await asyncio.wait_for(run(), timeout)
-    except (asyncio.TimeoutError, ConnectionError):
+    except (TimeoutError, ConnectionError):
         pass
     finally:
         writer.close()
@@ -197,7 +197,7 @@ class Upstream:
         await response.write_eof()
         return response
 
-    async def start(self, host: str = "127.0.0.1", port: int = 0, ssl_context: ssl.SSLContext | None = None) -> "Upstream":
+    async def start(self, host: str = "127.0.0.1", port: int = 0, ssl_context: ssl.SSLContext | None = None) -> Upstream:
         if ssl_context is not None:
             def record_sni(ssl_object: ssl.SSLObject, server_name: str | None, _ctx: ssl.SSLContext) -> None:
                 self._sni[ssl_object] = server_name

@@ -8,8 +8,8 @@ from __future__ import annotations
 import asyncio
 import socket
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Union
 
 import httptools
 
@@ -58,7 +58,7 @@ class Hang:
 @dataclass(frozen=True)
 class Delay:
     seconds: float
-    then: "Answer"
+    then: Answer
 
 
 @dataclass(frozen=True)
@@ -67,10 +67,10 @@ class Held:
     is slow for exactly as long as the test needs, without sleeping."""
 
     gate: asyncio.Future
-    then: "Answer"
+    then: Answer
 
 
-Answer = Union[bytes, Reset, Close, Hang, Delay, Held]
+Answer = bytes | Reset | Close | Hang | Delay | Held
 
 
 @dataclass
@@ -91,7 +91,7 @@ class Seen:
 
 
 class _Conn(asyncio.Protocol):
-    def __init__(self, rec: "Recorder", index: int) -> None:
+    def __init__(self, rec: Recorder, index: int) -> None:
         self.rec = rec
         self.index = index
         self.parser = httptools.HttpRequestParser(self)
@@ -179,11 +179,11 @@ class Recorder:
     _waiters: list = field(default_factory=list)
 
     @classmethod
-    def sequence(cls, *answers: Answer) -> "Recorder":
+    def sequence(cls, *answers: Answer) -> Recorder:
         """Answer request i with ``answers[i]``, the last one repeating."""
         return cls(lambda i, seen: answers[min(i, len(answers) - 1)])
 
-    async def start(self) -> "Recorder":
+    async def start(self) -> Recorder:
         def factory() -> _Conn:
             index = self.connections
             self.connections += 1

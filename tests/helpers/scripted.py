@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Union
 
 _CONTENT_LENGTH = re.compile(rb"\r\ncontent-length:\s*(\d+)", re.I)
 _CHUNKED = re.compile(rb"\r\ntransfer-encoding:\s*chunked", re.I)
@@ -33,7 +33,7 @@ class Request:
         return self.head.split(b"\r\n", 1)[0]
 
 
-Script = Callable[[Request], Union[Reply, bytes]]
+Script = Callable[[Request], Reply | bytes]
 
 
 def ok(body: bytes = b"ok", extra: bytes = b"") -> bytes:
@@ -52,7 +52,7 @@ class ScriptedUpstream:
     _server: asyncio.base_events.Server | None = None
     _writers: list[asyncio.StreamWriter] = field(default_factory=list)
 
-    async def start(self) -> "ScriptedUpstream":
+    async def start(self) -> ScriptedUpstream:
         self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]
         return self

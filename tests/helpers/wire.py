@@ -38,7 +38,7 @@ class Wire:
         self.eof = False
 
     @classmethod
-    async def open(cls, port: int, timeout: float = 5) -> "Wire":
+    async def open(cls, port: int, timeout: float = 5) -> Wire:
         reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port, limit=1 << 20), timeout)
         return cls(reader, writer, timeout)
 
@@ -139,12 +139,12 @@ class Wire:
             return False
         try:
             return not await self._fill()
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return False
 
     async def close(self) -> None:
         self.writer.close()
         try:
             await asyncio.wait_for(self.writer.wait_closed(), 2)
-        except (asyncio.TimeoutError, ConnectionError):
+        except (TimeoutError, ConnectionError):
             pass
