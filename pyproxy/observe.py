@@ -1,13 +1,29 @@
 """Access log: one JSON line per request, with Envoy Gateway's default field names where they
-apply. Lines are buffered and written once per event-loop iteration, so a slow reader of
-stdout costs one write per batch, not one per request."""
+apply.
+
+Logging must never stop serving. The event loop only encodes a line and appends it to a list;
+once per loop iteration the batch is handed to a writer thread through a bounded queue, and
+only that thread touches the sink. When the sink does not keep up (a stdout pipe nobody reads,
+a stalled disk) and the queue is full, whole batches are dropped and counted
+(``AccessLog.dropped``), with a warning at most once per ``warn_interval`` and one at close.
+"""
 from __future__ import annotations
 
 import asyncio
+import collections
 import datetime
 import json
+import logging
+import os
+import select
 import sys
-from typing import IO
+import threading
+import time
+
+log = logging.getLogger("pyproxy")
+
+# Built once: json.dumps with a non-default argument builds a new encoder on every call.
+_encode = json.JSONEncoder(separators=(",", ":")).encode
 
 
 def format_time(epoch: float) -> str:
@@ -16,42 +32,180 @@ def format_time(epoch: float) -> str:
     return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
 
 
-class AccessLog:
-    """``target`` is ``-`` (stdout), ``off``, or a file path (appended)."""
+class _Writer:
+    """A thread writing text to a file descriptor, fed through a queue of at most ``limit``
+    characters (queued plus being written; the JSON is ASCII, so characters are bytes). ``offer`` never blocks and takes no lock: the
+    deque is thread-safe, and each counter has one writer (``_offered`` the loop,
+    ``_written`` the thread), so their difference is the queue's size.
 
-    def __init__(self, target: str = "-") -> None:
+    The thread writes once ``FLUSH_SIZE`` characters are queued or ``FLUSH_INTERVAL`` seconds
+    after the first line arrived, not once per loop iteration: waking it that often makes
+    the two threads trade the GIL and costs the loop more than the write itself."""
+
+    FLUSH_SIZE = 64 << 10
+    FLUSH_INTERVAL = 0.2
+
+    def __init__(self, fd: int, owned: bool, name: str, limit: int) -> None:
+        self.fd, self.owned, self.name, self.limit = fd, owned, name, limit
+        self.broken = False  # the reader went away: nothing more will be written
+        self.lost = 0  # lines accepted but not written because of write errors (thread only)
+        self.abandoned = 0  # lines still queued or being written when close gave up
+        self._batches: collections.deque[tuple[str, int]] = collections.deque()
+        self._offered = 0
+        self._written = 0
+        self._in_flight = 0
+        self._closing = False
+        self._last_error: int | None = None
+        self._wake = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="pyproxy-access-log", daemon=True)
+        self._thread.start()
+
+    def offer(self, text: str, lines: int) -> bool:
+        """Queue ``text`` (``lines`` lines); False when the queue is full. A batch larger than
+        the whole limit is still taken when nothing else is queued."""
+        queued = self._offered - self._written
+        size = queued + len(text)
+        if queued and size > self.limit:
+            return False
+        self._batches.append((text, lines))
+        self._offered += len(text)
+        if not queued or queued < self.FLUSH_SIZE <= size:
+            self._wake.set()
+        return True
+
+    def close(self, timeout: float) -> None:
+        """Let the thread write what is queued, waiting at most ``timeout`` seconds. Lines
+        still queued or being written after that count as lost; the descriptor then stays
+        open, since the thread may still be inside a write on it."""
+        self._closing = True
+        self._wake.set()
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            self.abandoned = self._in_flight + sum(lines for _, lines in self._batches)
+            self._batches.clear()
+        elif self.owned:
+            os.close(self.fd)
+
+    def _run(self) -> None:
+        while True:
+            # clear, then look, then wait: a set() after the look ends the wait at once
+            self._wake.clear()
+            if not self._batches and not self._closing:
+                self._wake.wait()
+                continue
+            if not self._closing and self._offered - self._written < self.FLUSH_SIZE:
+                self._wake.wait(self.FLUSH_INTERVAL)  # gather more, unless the queue fills
+            if not self._batches:
+                return
+            texts, lines = [], 0
+            while self._batches:
+                text, count = self._batches.popleft()
+                texts.append(text)
+                lines += count
+            self._in_flight = lines
+            data = "".join(texts)
+            try:
+                self._write(data.encode())
+            except BrokenPipeError:
+                self.broken = True
+                log.warning("access log: %s was closed by its reader; access logging stopped", self.name)
+                return
+            except OSError as exc:
+                self._lose(exc)
+            else:
+                self._last_error = None
+            self._in_flight = 0
+            self._written += len(data)
+
+    def _write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            try:
+                view = view[os.write(self.fd, view):]
+            except BlockingIOError:
+                # a non-blocking descriptor handed to us (stdout): wait until it takes more
+                poller = select.poll()
+                poller.register(self.fd, select.POLLOUT)
+                poller.poll()
+
+    def _lose(self, exc: OSError) -> None:
+        """Count the batch in hand as lost; report an error once until a write succeeds or
+        another error comes."""
+        self.lost += self._in_flight
+        if exc.errno != self._last_error:
+            self._last_error = exc.errno
+            log.warning("access log: cannot write to %s: %s", self.name, exc)
+
+
+class AccessLog:
+    """``target`` is ``-`` (stdout), ``off``, or a file path (appended).
+
+    ``write`` is called on the event loop once per request; ``close`` at shutdown writes what
+    is queued, waiting at most ``close_timeout`` seconds for the sink."""
+
+    def __init__(self, target: str = "-", *, buffer_limit: int = 4 << 20, warn_interval: float = 10.0,
+                 close_timeout: float = 5.0) -> None:
         self.enabled = target != "off"
-        self._stream: IO[str] | None = None
-        self._owned = False
-        if target == "-":
-            self._stream = sys.stdout
-        elif self.enabled:
-            self._stream = open(target, "a", encoding="utf-8", buffering=1 << 16)
-            self._owned = True
+        self._dropped = 0
+        self._reported = 0
+        self._warned_at = -warn_interval
+        self._warn_interval = warn_interval
+        self._close_timeout = close_timeout
         self._pending: list[str] = []
         self._scheduled = False
+        self._writer: _Writer | None = None
+        if target == "-":
+            self._writer = _Writer(sys.stdout.fileno(), False, "stdout", buffer_limit)
+        elif self.enabled:
+            fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
+            self._writer = _Writer(fd, True, target, buffer_limit)
+
+    @property
+    def dropped(self) -> int:
+        """Lines never written: refused by a full queue, or lost to write errors or the
+        shutdown deadline (not those after the reader went away: logging stops then)."""
+        writer = self._writer
+        return self._dropped + (writer.lost if writer is not None else 0)
 
     def write(self, entry: dict) -> None:
-        self._pending.append(json.dumps(entry, separators=(",", ":")))
+        """Encode ``entry`` now (the dict is the caller's); everything else waits for the
+        flush at the end of this loop iteration."""
+        self._pending.append(_encode(entry))
         if not self._scheduled:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self.flush)
 
     def flush(self) -> None:
+        """Hand this loop iteration's lines to the writer (or drop them if it is full)."""
         self._scheduled = False
-        if not self._pending or self._stream is None:
+        writer = self._writer
+        if not self._pending or writer is None:
             return
         lines, self._pending = self._pending, []
-        try:
-            self._stream.write("\n".join(lines) + "\n")
-            self._stream.flush()
-        except (BrokenPipeError, ValueError):
-            # stdout went away (reader closed): stop logging rather than fail requests.
+        if writer.broken:
             self.enabled = False
-            self._stream = None
+            return
+        if not writer.offer("\n".join(lines) + "\n", len(lines)):
+            self._dropped += len(lines)
+        if self.dropped != self._reported:
+            self._warn_dropped()
+
+    def _warn_dropped(self) -> None:
+        now = time.monotonic()
+        if now - self._warned_at < self._warn_interval:
+            return
+        total = self.dropped
+        log.warning("access log: lines dropped: %d (%d in total); %s is not keeping up",
+                    total - self._reported, total, self._writer.name)
+        self._warned_at, self._reported = now, total
 
     def close(self) -> None:
         self.flush()
-        if self._owned and self._stream is not None:
-            self._stream.close()
-        self._stream = None
+        writer, self._writer = self._writer, None
+        self.enabled = False
+        if writer is None:
+            return
+        writer.close(self._close_timeout)
+        self._dropped += writer.lost + writer.abandoned  # the writer is detached: count its losses here
+        if self._dropped:
+            log.warning("access log: lines dropped in total: %d", self._dropped)
