@@ -34,8 +34,8 @@ def format_time(epoch: float) -> str:
 
 class _Writer:
     """A thread writing text to a file descriptor, fed through a queue of at most ``limit``
-    characters (queued plus being written; the JSON is ASCII, so characters are bytes). ``offer`` never blocks and takes no lock: the
-    deque is thread-safe, and each counter has one writer (``_offered`` the loop,
+    characters (queued plus being written; the JSON is ASCII, so characters are bytes).
+    ``offer`` never blocks and takes no lock: the deque is thread-safe, and each counter has one writer (``_offered`` the loop,
     ``_written`` the thread), so their difference is the queue's size.
 
     The thread writes once ``FLUSH_SIZE`` characters are queued or ``FLUSH_INTERVAL`` seconds
@@ -195,8 +195,9 @@ class AccessLog:
         if now - self._warned_at < self._warn_interval:
             return
         total = self.dropped
+        sink = self._writer.name if self._writer is not None else "the sink"
         log.warning("access log: lines dropped: %d (%d in total); %s is not keeping up",
-                    total - self._reported, total, self._writer.name)
+                    total - self._reported, total, sink)
         self._warned_at, self._reported = now, total
 
     def close(self) -> None:
