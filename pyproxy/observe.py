@@ -35,8 +35,9 @@ def format_time(epoch: float) -> str:
 class _Writer:
     """A thread writing text to a file descriptor, fed through a queue of at most ``limit``
     characters (queued plus being written; the JSON is ASCII, so characters are bytes).
-    ``offer`` never blocks and takes no lock: the deque is thread-safe, and each counter has one writer (``_offered`` the loop,
-    ``_written`` the thread), so their difference is the queue's size.
+    ``offer`` never blocks and takes no lock: the deque is thread-safe, and each counter has
+    one writer (``_offered`` the loop, ``_written`` the thread), so their difference is the
+    queue's size.
 
     The thread writes once ``FLUSH_SIZE`` characters are queued or ``FLUSH_INTERVAL`` seconds
     after the first line arrived, not once per loop iteration: waking it that often makes
