@@ -116,10 +116,7 @@ class Forwarder:
                 self.replay.append(data)
         conn = self.conn
         if conn is not None:
-            if self.ex.head.chunked:
-                conn.transport.writelines((b"%x\r\n" % len(data), data, b"\r\n"))
-            else:
-                conn.transport.write(data)
+            conn.send_body((b"%x\r\n" % len(data), data, b"\r\n") if self.ex.head.chunked else (data,))
             return
         self.body.append(data)
         self.body_size += len(data)
@@ -131,7 +128,7 @@ class Forwarder:
         conn = self.conn
         if conn is not None:
             if self.ex.head.chunked:
-                conn.transport.write(b"0\r\n\r\n")
+                conn.send_body((b"0\r\n\r\n",))
             self._start_try_timer()
         limit = self.route.timeouts.request
         if limit is not None and self.timer is None:
@@ -217,13 +214,10 @@ class Forwarder:
         if body:
             self.body = []
             self.body_size = 0
-            if self.ex.head.chunked:
-                conn.transport.writelines([b"%x\r\n%s\r\n" % (len(b), b) for b in body])
-            else:
-                conn.transport.writelines(body)
+            conn.send_body([b"%x\r\n%s\r\n" % (len(b), b) for b in body] if self.ex.head.chunked else body)
         if self.request_done:
             if self.ex.head.chunked:
-                conn.transport.write(b"0\r\n\r\n")
+                conn.send_body((b"0\r\n\r\n",))
             self._start_try_timer()
         if self.down.write_paused:
             conn.transport.pause_reading()

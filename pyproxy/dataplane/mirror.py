@@ -102,7 +102,7 @@ class Mirrors:
                 sink = _Discard(self.pool, conn)
                 conn.start(sink, head, head_request)
                 if body:
-                    conn.transport.writelines(body)
+                    conn.send_body(body)
                 await sink.done
         except TimeoutError:
             log.debug("mirror to %s: no response within %ss", dest.name, self.limits.mirror_timeout)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import select
 import ssl
 from collections.abc import Callable
 from typing import NamedTuple, cast
@@ -17,6 +18,9 @@ from ..errors import ProxyError, UpstreamProtocolError, UpstreamReset
 from .limits import Limits
 
 log = logging.getLogger("pyproxy.upstream")
+
+
+HELD_WRITE_DELAY = 0.01  # longest wait of request body bytes for a pending read (send_body)
 
 
 class PoolKey(NamedTuple):
@@ -71,7 +75,7 @@ class UpstreamConnection(asyncio.BufferedProtocol):
 
     __slots__ = ("key", "limits", "transport", "parser", "sink", "closed", "head_request", "_headers", "_reason",
                  "_informational", "_status", "_close_delimited", "_head_bytes", "_field_bytes", "on_close",
-                 "idle_since", "_view", "_complete", "_ended")
+                 "idle_since", "_view", "_complete", "_ended", "_readable", "_held", "_held_timer")
 
     transport: asyncio.Transport  # set by connection_made, before the pool hands it out
 
@@ -94,6 +98,9 @@ class UpstreamConnection(asyncio.BufferedProtocol):
         self.on_close: Callable[[UpstreamConnection], None] | None = None
         self.idle_since = 0.0  # loop time when the pool took it back
         self._complete: bool | None = None  # a response ended in this read (keep-alive or not)
+        self._readable: select.poll | None = None  # polls the socket for pending input
+        self._held: list[bytes] | None = None  # request body bytes waiting for a read (send_body)
+        self._held_timer: asyncio.TimerHandle | None = None
         self._ended: ResponseSink | None = None  # whom to tell once the read is parsed
 
     # ------------------------------------------------------------------ used by the exchange
@@ -103,11 +110,37 @@ class UpstreamConnection(asyncio.BufferedProtocol):
         self.head_request = head_request
         self.transport.write(head)
 
-    def write(self, data: bytes) -> None:
-        self.transport.write(data)
+    def send_body(self, pieces: list[bytes] | tuple[bytes, ...]) -> None:
+        """Write request body bytes, unless the upstream has something for us to read first.
+
+        An upstream may answer before it has read the whole body (413, 401) and close; the
+        kernel then resets the connection, and a write after that fails and makes the loop
+        drop the connection without reading the answer already received (Linux still holds
+        it). So when the socket is readable, the bytes wait until its read has been handled
+        (the answer is relayed, or the reset is seen) — or, for a read that yields no
+        response bytes (a TLS record of its own), until ``HELD_WRITE_DELAY``."""
+        held = self._held
+        if held is not None:
+            held.extend(pieces)
+            return
+        if self._readable is not None and self._readable.poll(0):
+            self._held = list(pieces)
+            self._held_timer = asyncio.get_running_loop().call_later(HELD_WRITE_DELAY, self._release)
+            return
+        self.transport.writelines(pieces)
+
+    def _release(self) -> None:
+        """Write what ``send_body`` held back (the read it waited for has been handled)."""
+        held, self._held = self._held, None
+        if self._held_timer is not None:
+            self._held_timer.cancel()
+            self._held_timer = None
+        if held and not self.closed:
+            self.transport.writelines(held)
 
     def close(self) -> None:
         self.sink = None
+        self._drop_held()
         if not self.closed:
             self.closed = True
             self.transport.close()
@@ -115,6 +148,7 @@ class UpstreamConnection(asyncio.BufferedProtocol):
 
     def abort(self) -> None:
         self.sink = None
+        self._drop_held()
         if not self.closed:
             self.closed = True
             self.transport.abort()
@@ -132,6 +166,16 @@ class UpstreamConnection(asyncio.BufferedProtocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports implement asyncio.Transport without subclassing it
         self.transport = cast(asyncio.Transport, transport)
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            self._readable = select.poll()
+            self._readable.register(sock.fileno(), select.POLLIN)
+
+    def _drop_held(self) -> None:
+        self._held = None
+        if self._held_timer is not None:
+            self._held_timer.cancel()
+            self._held_timer = None
 
     def get_buffer(self, sizehint: int) -> memoryview:
         return self._view
@@ -169,6 +213,8 @@ class UpstreamConnection(asyncio.BufferedProtocol):
             self._ended_read(bool(self._complete))
             return
         sink.flush()
+        if self._held is not None:
+            self._release()
         if self._status == 0 and self.sink is not None:
             # Still inside the head: httptools buffers a header line until it ends, so bound it
             # here; a head that arrives within one read is bounded by on_header.

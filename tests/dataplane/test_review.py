@@ -582,9 +582,7 @@ class EarlyAnswerUpstream:
 
 @pytest.mark.parametrize("size, read_first, attempts", [
     (64 * 1024, 0, 5),
-    pytest.param(4 * MiB, 256 * 1024, 30, marks=pytest.mark.xfail(strict=True, reason=(
-        "issue 6 defect 17: the body write onto the reset upstream connection fails before the 413 "
-        "already received is read: 503 UC"))),
+    (4 * MiB, 256 * 1024, 30),
 ], ids=["64KiB", "4MiB"])
 async def test_early_upstream_answer_is_relayed_not_503(size, read_first, attempts):
     """The client must get the upstream's 413 (as nginx relays it), never a 503. Whether the
