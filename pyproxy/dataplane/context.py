@@ -18,10 +18,14 @@ if TYPE_CHECKING:
 
 
 class Context:
-    """What every connection shares; ``snapshot`` is swapped by the runtime on reload."""
+    """What every connection shares; ``snapshot`` is swapped by the runtime on reload.
+
+    ``loop`` is the clock and timer source of every connection's deadlines (default: the
+    running loop); tests pass a fake one and move its time instead of sleeping."""
 
     def __init__(self, snapshot: Snapshot, resolver: Resolver, pool: Pool, access_log: AccessLog,
-                 limits: Limits) -> None:
+                 limits: Limits, loop: asyncio.AbstractEventLoop | None = None) -> None:
+        self.loop = loop if loop is not None else asyncio.get_running_loop()
         self.snapshot = snapshot
         self.resolver = resolver
         self.pool = pool
@@ -30,25 +34,28 @@ class Context:
         self.mirrors = Mirrors(pool, resolver, limits)
         self.connections: set[HttpProtocol] = set()
         self._ticker: asyncio.TimerHandle | None = None
+        # deadlines fire at most a quarter of the shortest one late (at most a second)
+        self._interval = min(1.0, limits.header_timeout / 4, limits.idle_timeout / 4, limits.body_timeout / 4,
+                             limits.stream_idle_timeout / 4)
 
-    def watch_deadlines(self, loop: asyncio.AbstractEventLoop, interval: float) -> None:
-        """Make sure the sweeper runs every ``interval`` seconds. Header, body and idle
-        deadlines and the stream idle timeout are checked by one periodic sweep over the
-        connections instead of a timer armed and cancelled per request (each connection has
-        ``deadline`` and ``deadline_cb``, and ``stream_idle``)."""
+    def watch_deadlines(self) -> None:
+        """Make sure the sweeper runs. Header, body and idle deadlines and the stream idle
+        timeout are checked by one periodic sweep over the connections instead of a timer
+        armed and cancelled per request (each connection has ``deadline`` and
+        ``deadline_cb``, and ``stream_idle``)."""
         if self._ticker is None:
-            self._ticker = loop.call_later(interval, self._sweep, loop, interval)
+            self._ticker = self.loop.call_later(self._interval, self._sweep)
 
-    def _sweep(self, loop: asyncio.AbstractEventLoop, interval: float) -> None:
+    def _sweep(self) -> None:
         self._ticker = None
-        now = loop.time()
+        now = self.loop.time()
         for proto in list(self.connections):
             if proto.deadline_cb is not None and proto.deadline <= now:
                 callback, proto.deadline_cb = proto.deadline_cb, None
                 callback()
             proto.stream_idle(now)
         if self.connections:
-            self.watch_deadlines(loop, interval)
+            self.watch_deadlines()
 
     def stop(self) -> None:
         if self._ticker is not None:

@@ -51,7 +51,7 @@ class HttpProtocol(asyncio.Protocol):
         self.group_key = group_key
         self.scheme = scheme
         self.scheme_b = scheme.encode()
-        self.loop = asyncio.get_event_loop()
+        self.loop = ctx.loop
         self.reader = RequestReader(self, ctx.limits)
         self.keep = Conn.OPEN
         self.queue: deque[Exchange] = deque()  # exchanges not yet answered, in order
@@ -472,11 +472,15 @@ class HttpProtocol(asyncio.Protocol):
             self.deadline_cb = None
             return
         limits = self.limits
-        delay = {_HEADER: limits.header_timeout, _BODY: limits.body_timeout, _IDLE: limits.idle_timeout}[kind]
+        if kind == _IDLE:
+            delay = limits.idle_timeout
+        elif kind == _HEADER:
+            delay = limits.header_timeout
+        else:
+            delay = limits.body_timeout
         self.deadline = self.loop.time() + delay
         self.deadline_cb = self._expired
-        self.ctx.watch_deadlines(self.loop, min(1.0, limits.header_timeout / 4, limits.idle_timeout / 4,
-                                                limits.body_timeout / 4, limits.stream_idle_timeout / 4))
+        self.ctx.watch_deadlines()
 
     def _expired(self) -> None:
         kind = self.deadline_kind
