@@ -194,8 +194,9 @@ class RequestReader:
         as the offending byte arrives) up to the CRLFCRLF that ends it."""
         hp = self.parser
         if hp is None:
-            while data.startswith(b"\r\n", pos):  # RFC 9112 §2.2: empty lines before a request
-                pos += 2
+            end = len(data)
+            while pos < end and data[pos] in b"\r\n":  # RFC 9112 §2.2: empty lines before a request
+                pos += 1
             if pos == len(data):
                 return pos
             hp = self.parser = _HeadParser(self.limits, self.handler)
@@ -212,15 +213,16 @@ class RequestReader:
             stop = found + 4 if found >= 0 else len(data)
         complete = found >= 0
         chunk = data if pos == 0 and stop == len(data) else data[pos:stop]
-        if not hp.line_done and b"\n" in chunk:
-            hp.line_done = True
-            line_ended_here = True
-        else:
-            line_ended_here = False
+        line_ended_here = False
+        limit = self.limits.max_header_bytes
+        if not hp.line_done:
+            eol = chunk.find(b"\n")
+            if self.line + (eol if eol >= 0 else len(chunk)) > limit:
+                raise errors.UriTooLong("request line too long")
+            if eol >= 0:
+                hp.line_done = line_ended_here = True
         size = self.line + stop - pos
-        if size > self.limits.max_header_bytes:
-            if not hp.line_done:
-                raise errors.UriTooLong("request-target too long")
+        if size > limit:
             raise HeadersTooLarge("header section too large")
         self.line = size
         upgrade = False
@@ -333,6 +335,8 @@ def _cause(exc: httptools.HttpParserError) -> ProxyError:
         return cause
     if cause is not None:
         raise cause
+    if "invalid `Transfer-Encoding`" in str(exc):
+        return errors.NotImplementedCoding(str(exc))  # Envoy and nginx: 501 for a coding they lack
     return BadRequest(str(exc))
 
 
