@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -159,6 +160,10 @@ async def _serve(settings, admin_address: tuple[str, int], before_start) -> int:
         log.error("cannot listen: %s", exc)
         return await _shutdown(runtime, runner, cleanup, 1)
     log.info("ready (admin on %s:%d)", *admin_address)
+    # Everything loaded so far (modules, the compiled config) lives as long as the process:
+    # keep it out of the cyclic collector, whose full collections would otherwise walk it
+    # again and again under load.
+    gc.freeze()
     await stop.wait()
     log.info("shutting down")
     return await _shutdown(runtime, runner, cleanup, 0)

@@ -13,6 +13,7 @@ from pyproxy import ir
 from pyproxy.runtime import Runtime, Settings
 from pyproxy.translate.status import Result
 from tests.helpers.http import Upstream
+from tests.helpers.scripted import ScriptedUpstream
 
 
 def pytest_addoption(parser):
@@ -58,6 +59,21 @@ async def tls_upstream(ca):
     up = await Upstream().start(ssl_context=server_context(ca, "backend.test"))
     yield up
     await up.stop()
+
+
+@pytest.fixture
+async def scripted():
+    """``await scripted(script)`` starts a scripted upstream, stopped after the test."""
+    started = []
+
+    async def start(script) -> ScriptedUpstream:
+        up = await ScriptedUpstream(script).start()
+        started.append(up)
+        return up
+
+    yield start
+    for up in started:
+        await up.stop()
 
 
 @asynccontextmanager

@@ -64,13 +64,18 @@ class CompiledDestination:
 
 
 class CompiledBackend:
-    __slots__ = ("destination", "invalid_status", "request_headers", "response_headers")
+    """A backendRef of a route. ``response_filters`` are the route's and then the backend's
+    response header modifiers, in the order they apply."""
 
-    def __init__(self, wb: ir.WeightedBackend, destination: CompiledDestination | None) -> None:
+    __slots__ = ("destination", "invalid_status", "request_headers", "response_headers", "response_filters")
+
+    def __init__(self, wb: ir.WeightedBackend, destination: CompiledDestination | None,
+                 route_response_headers: HeaderOps | None) -> None:
         self.destination = destination
         self.invalid_status = wb.invalid_status
         self.request_headers = compile_mutation(wb.request_headers)
         self.response_headers = compile_mutation(wb.response_headers)
+        self.response_filters = tuple(f for f in (route_response_headers, self.response_headers) if f is not None)
 
 
 class CompiledRoute:
@@ -101,7 +106,9 @@ class CompiledRoute:
             self.kind = FORWARD
             weighted = [wb for wb in action.backends if wb.weight > 0]
             self.backends = tuple(
-                CompiledBackend(wb, destinations[wb.destination.name] if wb.destination else None) for wb in weighted
+                CompiledBackend(wb, destinations[wb.destination.name] if wb.destination else None,
+                                self.response_headers)
+                for wb in weighted
             )
             self._cumulative = list(itertools.accumulate(wb.weight for wb in weighted))
             self._total = self._cumulative[-1] if weighted else 0

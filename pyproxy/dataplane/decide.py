@@ -62,7 +62,7 @@ def decide(snapshot: Snapshot, group_key: tuple[str, int], sni: str | None, sche
     ex.backend = backend
     if backend.destination is None:
         raise errors.InvalidBackend(backend.invalid_status)
-    ex.response_filters = tuple(f for f in (route.response_headers, backend.response_headers) if f is not None)
+    ex.response_filters = backend.response_filters
     return None
 
 

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from ..observe import format_time
 from .framing import RequestHead
-from .states import RESPONSE, Ev, Req, Resp, step
+from .states import RESPONSE, Ev, InvalidTransition, Req, Resp
 
 if TYPE_CHECKING:
     from .compile import CompiledBackend, CompiledRoute
@@ -66,7 +66,10 @@ class Exchange:
 
     def advance(self, event: Ev) -> None:
         """Move the response side (the request side is moved by the connection alone)."""
-        self.resp = step(RESPONSE, self.resp, event)
+        try:
+            self.resp = RESPONSE[self.resp][event]
+        except KeyError:
+            raise InvalidTransition(f"{event.name} in state {self.resp.name}") from None
 
     @property
     def response_started(self) -> bool:

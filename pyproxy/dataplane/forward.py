@@ -88,7 +88,8 @@ class Forwarder:
         self.replay_size = 0
         self.discarding = False  # the current upstream answer is dropped (it is being retried)
         self.retried = False  # the one stale keep-alive retry was used
-        self.mirrors = [dest for dest, percent in route.mirrors if percent >= 100 or random.random() * 100 < percent]
+        self.mirrors = [dest for dest, percent in route.mirrors
+                        if percent >= 100 or random.random() * 100 < percent] if route.mirrors else None
         self.body: list[bytes] = ex.body  # request body received while no connection is attached
         self.body_size = ex.body_size
         ex.body = []
@@ -102,7 +103,8 @@ class Forwarder:
             self.replay_size = self.body_size
             if self.replay_size > self.ctx.limits.replay_limit:
                 self.replay = None
-        self.down.continue_request(self.ex)
+        if self.ex.head.expect_continue:
+            self.down.continue_request(self.ex)
         self._dispatch()
         if request_done and not self.done:
             self.end_request()
@@ -221,7 +223,8 @@ class Forwarder:
             self._start_try_timer()
         if self.down.write_paused:
             conn.transport.pause_reading()
-        self.down.pause_request(False)
+        if body:
+            self.down.pause_request(False)  # what was held for want of a connection is sent
 
     def _drop_attempt(self) -> None:
         conn, self.conn = self.conn, None
@@ -285,7 +288,7 @@ class Forwarder:
     def _send_mirrors(self) -> None:
         """Copies of the complete request to the mirror destinations; their answers are dropped
         and they never affect this exchange. A body too large to keep is not mirrored."""
-        mirrors, self.mirrors = self.mirrors, []
+        mirrors, self.mirrors = self.mirrors or [], None
         if self.replay is None:
             log.debug("request body too large to mirror")
             return

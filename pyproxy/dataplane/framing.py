@@ -13,7 +13,8 @@ line at the first CRLF — which makes the boundaries exact and cheap to find, a
   version (HTTP/0.9) is refused as soon as its CRLF arrives; a chunk-size line (with its
   extensions) is bounded; trailers follow the header-name rules and are never merged into
   the head;
-- after ``stop`` nothing more is parsed at all.
+- after a request that ends the connection (``Connection: close``, HTTP/1.0, an upgrade),
+  or after ``stop``, nothing more is parsed at all.
 
 Nothing here touches a socket or a clock: the tests feed bytes whole, byte by byte and with
 trailing data, and look at what the handler saw.
@@ -94,6 +95,16 @@ class _HeadParser:
         self.complete = False
         self.line_done = False  # the request line has ended
 
+    def reset(self) -> None:
+        """Ready for the next request on the same llhttp parser (it completed a message)."""
+        self.url = b""
+        self.headers = []
+        self.count = 0
+        self.in_trailers = False
+        self.trailer_bytes = 0
+        self.complete = False
+        self.line_done = False
+
     def on_url(self, url: bytes) -> None:
         self.url += url
 
@@ -128,7 +139,7 @@ class RequestReader:
     caller keeps them and feeds them again later), else ``b""``. A malformed request raises a
     ``ProxyError``; the reader then parses nothing more."""
 
-    __slots__ = ("handler", "limits", "state", "buf", "remaining", "line", "parser", "held")
+    __slots__ = ("handler", "limits", "state", "buf", "remaining", "line", "parser", "spare", "held", "last")
 
     def __init__(self, handler: RequestHandler, limits: Limits) -> None:
         self.handler = handler
@@ -137,8 +148,10 @@ class RequestReader:
         self.buf = bytearray()  # the head's last bytes so far, or the current chunk-size line
         self.remaining = 0  # body bytes (or chunk bytes with their CRLF) still to come
         self.line = 0  # bytes of the head so far, or of the current trailer line
-        self.parser: _HeadParser | None = None
+        self.parser: _HeadParser | None = None  # the current request's parser
+        self.spare: _HeadParser | None = None  # a parser at a message start, for the next request
         self.held = False
+        self.last = False  # the current request ends the connection (not keep-alive)
 
     @property
     def in_head(self) -> bool:
@@ -156,7 +169,7 @@ class RequestReader:
         """Parse nothing more: whatever still arrives is ignored."""
         self.state = _STOPPED
         self.buf = bytearray()
-        self.parser = None
+        self.parser = self.spare = None
 
     def feed(self, data: bytes) -> bytes:
         try:
@@ -197,11 +210,29 @@ class RequestReader:
             end = len(data)
             while pos < end and data[pos] in b"\r\n":  # RFC 9112 §2.2: empty lines before a request
                 pos += 1
-            if pos == len(data):
+            if pos == end:
                 return pos
-            hp = self.parser = _HeadParser(self.limits, self.handler)
+            hp = self.spare
+            if hp is None:
+                hp = _HeadParser(self.limits, self.handler)
+            else:
+                self.spare = None
+            self.parser = hp
             self.line = 0
-            self.buf = bytearray()
+            found = data.find(b"\r\n\r\n", pos)
+            if found >= 0 and found - pos < self.limits.max_header_bytes - 4:
+                # the common case: the whole head in this read
+                stop = found + 4
+                chunk = data if pos == 0 and stop == end else data[pos:stop]
+                upgrade = False
+                try:
+                    hp.parser.feed_data(chunk)
+                except httptools.HttpParserUpgrade:
+                    upgrade = True
+                except httptools.HttpParserError as exc:
+                    raise _cause(exc) from None
+                self._complete_head(hp, upgrade)
+                return stop
         tail = bytes(self.buf)  # the head's last bytes so far: a CRLFCRLF may straddle reads
         stop = -1
         if tail:
@@ -252,6 +283,7 @@ class RequestReader:
         validate(head, hp.url)
         if upgrade:
             head.keep_alive = False
+        self.last = not head.keep_alive
         self.handler.request_head(head)
         if self.state == _STOPPED:
             return
@@ -266,9 +298,17 @@ class RequestReader:
             self._end()
 
     def _end(self) -> None:
+        hp = self.parser
+        last = self.last
+        if hp is not None and hp.complete and not last:
+            # llhttp is back at a message start: the next request reuses it
+            hp.reset()
+            self.spare = hp
         self.state = _HEAD
         self.parser = None
         self.handler.request_end()
+        if last:
+            self.stop()  # a request that ends the connection: nothing after it is parsed
 
     # ------------------------------------------------------------------ chunked bodies
 

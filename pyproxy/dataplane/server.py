@@ -32,7 +32,7 @@ from .exchange import Exchange, access_entry, request_id
 from .flow import HOLD, UPSTREAM_FULL, ReadGate
 from .forward import Forwarder
 from .framing import RequestHead, RequestReader
-from .states import KEEP_ALIVE, REQUEST, Conn, Ev, InvalidTransition, Req, Resp, step
+from .states import KEEP_ALIVE, REQUEST, Conn, Ev, Req, Resp, step
 
 log = logging.getLogger("pyproxy.server")
 
@@ -148,7 +148,7 @@ class HttpProtocol(asyncio.Protocol):
         except ProxyError as error:
             self._protocol_error(error)
             return
-        except (InvalidTransition, Exception) as exc:
+        except Exception as exc:  # a bug (an InvalidTransition among others): logged, answered 500
             log.error("internal error while reading a request", exc_info=exc)
             self._protocol_error(errors.InternalError("internal error"))
             return
@@ -159,7 +159,10 @@ class HttpProtocol(asyncio.Protocol):
 
     def request_head(self, head: RequestHead) -> None:
         ex = Exchange(head)
-        ex.req = step(REQUEST, Req.HEAD, Ev.HEAD_BODY if head.has_body else Ev.HEAD_DONE)
+        if head.chunked or head.content_length:
+            ex.req = step(REQUEST, Req.HEAD, Ev.HEAD_BODY)
+        else:
+            ex.req = Req.DONE  # REQUEST[HEAD][HEAD_DONE], the common case spelled out
         if not head.keep_alive:
             self.keep = step(KEEP_ALIVE, self.keep, Ev.LAST)
         self.reading = ex
@@ -242,12 +245,24 @@ class HttpProtocol(asyncio.Protocol):
         exchanges answered locally finish inside ``_start``."""
         if self.advancing or self.closed:
             return
+        queue = self.queue
+        if (len(queue) == 1 and queue[0].resp is Resp.DONE and queue[0].req is Req.DONE and self.keep is Conn.OPEN
+                and not self.backlog and not self.reader.held and self.deferred_error is None):
+            queue.popleft()  # the common case: one request answered, nothing waiting
+            self._rearm()
+            return
         self.advancing = True
         try:
             queue = self.queue
             while True:
                 while queue and queue[0].resp is Resp.DONE and (queue[0].req is Req.DONE or self.keep is Conn.CLOSING):
                     queue.popleft()
+                if not queue and self.deferred_error is not None:
+                    # a malformed request after the ones just answered: its answer comes last
+                    error, self.deferred_error = self.deferred_error, None
+                    self._local(Exchange(None), error.status, error.body.encode(), flags=error.flags,
+                                details=error.details, close=True)
+                    continue
                 if self.keep is Conn.CLOSING or (self.keep is Conn.LAST and not queue and self.reading is None):
                     if not queue or queue[0].resp is Resp.QUEUED:
                         self._close()
@@ -260,15 +275,12 @@ class HttpProtocol(asyncio.Protocol):
                         continue
                     if not self._may_read():
                         break
-                elif self.deferred_error is not None:
-                    error, self.deferred_error = self.deferred_error, None
-                    self._local(Exchange(None), error.status, error.body.encode(), flags=error.flags,
-                                details=error.details, close=True)
-                    continue
                 if self._may_read():
-                    self.reader.release()
+                    if self.reader.held:
+                        self.reader.release()
                     data, self.backlog = self.backlog, b""
-                    self.gate.unblock(HOLD)
+                    if self.gate.blocked & HOLD:
+                        self.gate.unblock(HOLD)
                     if data:
                         self._feed(data)
                         continue
@@ -288,7 +300,8 @@ class HttpProtocol(asyncio.Protocol):
             self.reader.stop()
             self.reading = None
             self.backlog = b""
-        self.gate.unblock(UPSTREAM_FULL)
+        if self.gate.blocked & UPSTREAM_FULL:
+            self.gate.unblock(UPSTREAM_FULL)
         self._advance()
 
     # ------------------------------------------------------------------ writing (Downstream)
@@ -357,17 +370,22 @@ class HttpProtocol(asyncio.Protocol):
     def pause_request(self, paused: bool) -> None:
         if paused:
             self.gate.block(UPSTREAM_FULL)
-        else:
+        elif self.gate.blocked & UPSTREAM_FULL:
             self.progress += 1
             self.gate.unblock(UPSTREAM_FULL)
+            self._rearm()  # the body deadline counts again
 
     def continue_request(self, ex: Exchange) -> None:
         if ex.head.expect_continue and ex.req is Req.BODY and not ex.bytes_received:
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def _closes_after(self, ex: Exchange) -> bool:
-        """Whether the response now being written is the connection's last."""
-        return self.keep is not Conn.OPEN or ex.req is not Req.DONE
+        """Whether the response now being written is the connection's last: its request
+        ends the connection (or its body will not be read), or the connection is closing and
+        nothing else will be answered (a deferred error still is)."""
+        if not ex.head.keep_alive or ex.req is not Req.DONE:
+            return True
+        return self.keep is Conn.CLOSING and self.deferred_error is None
 
     # ------------------------------------------------------------------ the one local-reply path
 
@@ -463,7 +481,7 @@ class HttpProtocol(asyncio.Protocol):
             kind = _HEADER
         else:
             kind = _IDLE
-        if kind != self.deadline_kind or self.deadline_cb is None:
+        if kind != self.deadline_kind or (kind != _NONE and self.deadline_cb is None):
             self._arm(kind)
 
     def _arm(self, kind: int) -> None:

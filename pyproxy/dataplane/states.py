@@ -47,43 +47,46 @@ class InvalidTransition(Exception):
     """An event that the current state does not allow (a bug, reported as a 500)."""
 
 
-class Req(enum.Enum):
-    HEAD = "HEAD"
-    BODY = "BODY"
-    DONE = "DONE"
+# IntEnums: the tables are looked up per request, and a plain Enum hashes in Python code.
 
 
-class Resp(enum.Enum):
-    QUEUED = "QUEUED"
-    ROUTING = "ROUTING"
-    WAITING = "WAITING"
-    SENDING = "SENDING"
-    DONE = "DONE"
+class Req(enum.IntEnum):
+    HEAD = 0
+    BODY = 1
+    DONE = 2
 
 
-class Conn(enum.Enum):
-    OPEN = "OPEN"
-    LAST = "LAST"
-    CLOSING = "CLOSING"
+class Resp(enum.IntEnum):
+    QUEUED = 0
+    ROUTING = 1
+    WAITING = 2
+    SENDING = 3
+    DONE = 4
 
 
-class Ev(enum.Enum):
+class Conn(enum.IntEnum):
+    OPEN = 0
+    LAST = 1
+    CLOSING = 2
+
+
+class Ev(enum.IntEnum):
     # request side
-    HEAD_DONE = "HEAD_DONE"  # head complete, no body follows
-    HEAD_BODY = "HEAD_BODY"  # head complete, a body follows
-    BODY_END = "BODY_END"
+    HEAD_DONE = 0  # head complete, no body follows
+    HEAD_BODY = 1  # head complete, a body follows
+    BODY_END = 2
     # response side
-    START = "START"  # the exchange reached the head of the queue
-    FORWARD = "FORWARD"  # routed to a backend
-    LOCAL = "LOCAL"  # answered by the proxy itself
-    RETRY = "RETRY"  # the attempt's answer is dropped and the request sent again
-    HEAD = "HEAD"  # the response head left (or is held to leave with its body)
-    END = "END"  # the response is complete
-    RESET = "RESET"  # the response was cut short (the connection closes)
-    LOST = "LOST"  # the client went away
+    START = 3  # the exchange reached the head of the queue
+    FORWARD = 4  # routed to a backend
+    LOCAL = 5  # answered by the proxy itself
+    RETRY = 6  # the attempt's answer is dropped and the request sent again
+    HEAD = 7  # the response head left (or is held to leave with its body)
+    END = 8  # the response is complete
+    RESET = 9  # the response was cut short (the connection closes)
+    LOST = 10  # the client went away
     # keep-alive
-    LAST = "LAST"  # the client will send no further request
-    CLOSE = "CLOSE"  # the connection closes after what is being answered
+    LAST = 11  # the client will send no further request
+    CLOSE = 12  # the connection closes after what is being answered
 
 
 REQUEST: dict[Req, dict[Ev, Req]] = {

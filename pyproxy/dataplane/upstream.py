@@ -74,7 +74,7 @@ class UpstreamConnection(asyncio.BufferedProtocol):
     (and so can never become the answer to the next request)."""
 
     __slots__ = ("key", "limits", "transport", "parser", "sink", "closed", "head_request", "_headers", "_reason",
-                 "_informational", "_status", "_close_delimited", "_head_bytes", "_field_bytes", "on_close",
+                 "_informational", "_status", "_close_delimited", "_head_bytes", "_read_size", "on_close",
                  "idle_since", "_view", "_complete", "_ended", "_readable", "_held", "_held_timer")
 
     transport: asyncio.Transport  # set by connection_made, before the pool hands it out
@@ -93,7 +93,7 @@ class UpstreamConnection(asyncio.BufferedProtocol):
         self._informational = False
         self._close_delimited = False
         self._head_bytes = 0  # bytes of the reads that ended inside the response head
-        self._field_bytes = 0  # bytes of the header lines parsed so far
+        self._read_size = 0  # bytes of the read being parsed
         # set by the pool: called once, when closed by anyone or lost
         self.on_close: Callable[[UpstreamConnection], None] | None = None
         self.idle_since = 0.0  # loop time when the pool took it back
@@ -188,6 +188,7 @@ class UpstreamConnection(asyncio.BufferedProtocol):
         if sink is None:
             self.abort()
             return
+        self._read_size = len(data)
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserUpgrade:
@@ -262,7 +263,6 @@ class UpstreamConnection(asyncio.BufferedProtocol):
         self._reason = b""
         self._status = 0
         self._head_bytes = 0
-        self._field_bytes = 0
         self._close_delimited = False
 
     def on_status(self, reason: bytes) -> None:
@@ -270,12 +270,16 @@ class UpstreamConnection(asyncio.BufferedProtocol):
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._headers.append((name.lower(), value))
-        self._field_bytes += len(name) + len(value) + 4  # ": " and CRLF
-        limits = self.limits
-        if len(self._headers) > limits.max_response_headers or self._field_bytes > limits.max_response_header_bytes:
-            raise UpstreamProtocolError("response headers too large")
 
     def on_headers_complete(self) -> None:
+        # checked once the head is complete: until then one read (bounded by the buffer) is
+        # all it can hold, and a head over several reads is bounded in data_received
+        headers = self._headers
+        limits = self.limits
+        if len(headers) > limits.max_response_headers or (
+                self._head_bytes + self._read_size > limits.max_response_header_bytes  # else it cannot be
+                and sum(len(n) + len(v) + 4 for n, v in headers) > limits.max_response_header_bytes):
+            raise UpstreamProtocolError("response headers too large")
         status = self.parser.get_status_code()
         self._status = status
         if status == 101:

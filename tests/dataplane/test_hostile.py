@@ -237,6 +237,15 @@ async def test_p03_answers_earlier_request_then_400(proxy, upstream):
     assert all(s.path != "/smuggled" for s in upstream.seen)
 
 
+async def test_p03_bad_pipelined_request_is_answered_after_the_good_one(proxy, upstream):
+    """The error is found in the second head while the first is still being forwarded: the
+    first gets its answer, then the 400, then the connection closes."""
+    data = b"GET /1 HTTP/1.1\r\n" + H + b"\r\nGET /2 HTTP/1.1\r\n" + H + b"X: a\x00\r\n\r\n" + SMUG
+    responses, closed, _ = await exchange(proxy, data)
+    assert [r.status for r in responses] == [200, 400] and closed
+    assert [s.path for s in upstream.seen] == ["/1"]
+
+
 async def test_p04_get_body_forwarded_as_body(proxy, upstream):
     responses, _, _ = await exchange(proxy, V["P04-get-with-cl-body"][0])
     assert responses[0].status == 200

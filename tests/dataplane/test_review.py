@@ -25,7 +25,7 @@ from pyproxy.translate.status import Result
 from tests.conftest import destination, forward, listener
 from tests.helpers.http import Upstream
 from tests.helpers.proxy import proxy_routes, proxy_to
-from tests.helpers.scripted import Reply, ScriptedUpstream, ok
+from tests.helpers.scripted import Reply, ok
 from tests.helpers.wire import Truncated, Wire
 
 MiB = 1 << 20
@@ -34,21 +34,6 @@ MiB = 1 << 20
 def prefix_route(port: int, prefix: str, name: str = "prefix") -> ir.Route:
     return forward(f"httproute/default/{name}/rule/0/match/0", destination(port),
                    match=ir.Match(ir.PathMatch("PathPrefix", prefix)))
-
-
-@pytest.fixture
-async def scripted():
-    """``await scripted(script)`` starts a scripted upstream, stopped after the test."""
-    started = []
-
-    async def start(script) -> ScriptedUpstream:
-        up = await ScriptedUpstream(script).start()
-        started.append(up)
-        return up
-
-    yield start
-    for up in started:
-        await up.stop()
 
 
 @asynccontextmanager

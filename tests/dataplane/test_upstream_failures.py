@@ -10,27 +10,12 @@ from pyproxy import ir
 from pyproxy.dataplane.limits import Limits
 from tests.helpers.http import Upstream
 from tests.helpers.proxy import proxy_to
-from tests.helpers.scripted import Reply, ScriptedUpstream, ok
+from tests.helpers.scripted import Reply, ok
 from tests.helpers.wire import Truncated, Wire
 
 GET = b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n"
 RESET_BODY = b"upstream connect error or disconnect/reset before headers. reset reason: connection termination"
 PROTOCOL_BODY = b"upstream connect error or disconnect/reset before headers. reset reason: protocol error"
-
-
-@pytest.fixture
-async def scripted():
-    """``await scripted(script)`` starts a scripted upstream, stopped after the test."""
-    started = []
-
-    async def start(script) -> ScriptedUpstream:
-        up = await ScriptedUpstream(script).start()
-        started.append(up)
-        return up
-
-    yield start
-    for up in started:
-        await up.stop()
 
 
 def free_port() -> int:
