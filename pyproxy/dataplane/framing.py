@@ -60,10 +60,6 @@ class RequestHead:
         self.expect_continue = False
         self.redirect: str | None = None
 
-    @property
-    def has_body(self) -> bool:
-        return self.chunked or bool(self.content_length)
-
 
 class RequestHandler(Protocol):
     """What a ``RequestReader`` reports to (the downstream connection)."""
