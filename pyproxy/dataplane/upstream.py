@@ -119,6 +119,8 @@ class UpstreamConnection(asyncio.BufferedProtocol):
         it). So when the socket is readable, the bytes wait until its read has been handled
         (the answer is relayed, or the reset is seen) — or, for a read that yields no
         response bytes (a TLS record of its own), until ``HELD_WRITE_DELAY``."""
+        if self.closed:
+            return
         held = self._held
         if held is not None:
             held.extend(pieces)
@@ -218,7 +220,7 @@ class UpstreamConnection(asyncio.BufferedProtocol):
             self._release()
         if self._status == 0 and self.sink is not None:
             # Still inside the head: httptools buffers a header line until it ends, so bound it
-            # here; a head that arrives within one read is bounded by on_header.
+            # here; a head that arrives within one read is bounded in on_headers_complete.
             self._head_bytes += len(data)
             if self._head_bytes > self.limits.max_response_header_bytes:
                 self._fail(UpstreamProtocolError("response headers too large"))
@@ -227,6 +229,8 @@ class UpstreamConnection(asyncio.BufferedProtocol):
         """The read that completed a response has been parsed: report the end."""
         sink, self._ended = self._ended, None
         self._complete = None
+        if self._held is not None:
+            reusable = False  # answered before the whole request was sent: never reused
         if not reusable:
             self.abort()
         assert sink is not None
