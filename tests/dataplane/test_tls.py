@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from pyproxy import ir
+from pyproxy.dataplane.compile import compile_config
 from pyproxy.dataplane.tls import (
     client_context,
     dns_name_matches,
@@ -494,3 +495,44 @@ def test_key_pair_check_leaves_no_key_on_disk(ca, tmp_path, monkeypatch):
     assert key_pair_problem(good.cert_pem, good.key_pem) is None
     assert list(tmp_path.iterdir()) == []
 
+
+# ------------------------------------------------------------------ a part that fails to compile
+
+
+def _listener(name: str, port: int, tls: ir.ListenerTLS | None = None) -> ir.Listener:
+    route = ir.Route(name=f"{name}/route", match=ir.Match(ir.PathMatch("PathPrefix", "/")),
+                     action=ir.DirectResponse(200, "ok"))
+    vhost = ir.VirtualHost(name=f"{name}/*", hostname="*", routes=(route,))
+    return ir.Listener(name=name, address="127.0.0.1", port=port, protocol="HTTPS" if tls else "HTTP",
+                       virtual_hosts=(vhost,), tls=tls)
+
+
+def test_a_socket_that_fails_to_compile_is_logged_as_a_bug_and_left_out(ca, run, caplog):
+    """Translation never lets an unloadable certificate through; if one reaches compile
+    anyway, only its socket is dropped."""
+    good = certificate(ca.issue_cert("a.test"))
+    broken = ir.ListenerTLS((ir.Certificate("secret/default/broken", good.cert_pem, _garbled(good.key_pem)),))
+    config = ir.Config((_listener("gateway/default/gw/http", 1080), _listener("gateway/default/gw/https", 1443, broken)))
+
+    snapshot = run(compile_config(config))
+
+    assert list(snapshot.groups) == [("127.0.0.1", 1080)]
+    [record] = [r for r in caplog.records if r.name == "pyproxy.compile"]
+    assert record.getMessage() == "bug: listener gateway/default/gw/https failed to compile; 127.0.0.1:1443 is not served"
+    assert "certificate secret/default/broken" in record.exc_text
+
+
+def test_a_destination_that_fails_to_compile_answers_500(ca, run, caplog):
+    dest = ir.Destination(name="backend/default/broken", endpoints=(ir.Endpoint("ip", "127.0.0.1", 1),),
+                          tls=ir.UpstreamTLS(sni="a.test", ca="-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"))
+    route = ir.Route(name="route", match=ir.Match(ir.PathMatch("PathPrefix", "/")),
+                     action=ir.Forward((ir.WeightedBackend(weight=1, destination=dest),)))
+    vhost = ir.VirtualHost(name="vhost", hostname="*", routes=(route,))
+    config = ir.Config((ir.Listener("listener", "127.0.0.1", 1080, "HTTP", (vhost,)),))
+
+    snapshot = run(compile_config(config))
+
+    [backend] = snapshot.groups[("127.0.0.1", 1080)].listeners.find("x.test").vhosts.find("x.test").routes[0].backends
+    assert backend.destination is None and backend.invalid_status == 500
+    [record] = [r for r in caplog.records if r.name == "pyproxy.compile"]
+    assert record.getMessage() == "bug: destination backend/default/broken failed to compile; its backendRefs answer 500"
