@@ -336,3 +336,20 @@ async def test_serve_leaves_out_only_what_does_not_load(ca, tmp_path):
     assert code == 0, err
     assert "Traceback" not in err
     assert "tls.key does not match tls.crt" in err
+
+
+def test_a_clone_named_pyproxy_in_the_working_directory_does_not_shadow_the_package(tmp_path):
+    """`python -m pyproxy` run from the folder that holds a clone: the clone directory has no
+    __init__.py and a config/ directory, so were it found first it would become the package
+    (a namespace package) and its config/ would stand in for pyproxy.config."""
+    clone = tmp_path / "pyproxy"
+    (clone / "config").mkdir(parents=True)
+    (clone / "config" / "seed-example.yaml").write_bytes(SEED.read_bytes())
+
+    usage = run_cli("--help", cwd=tmp_path)
+    check = run_cli("check", "--config", "pyproxy/config/seed-example.yaml", cwd=tmp_path)
+
+    assert usage.returncode == 0, usage.stderr
+    assert "usage: pyproxy" in usage.stdout
+    assert check.returncode == 0, check.stderr
+    assert check.stdout.rstrip().endswith("ok")
