@@ -1,12 +1,19 @@
 """IR → runtime objects: the only place IR values become compiled regexes, host indexes,
 SSLContexts and the set of DNS names to watch. A ``Snapshot`` is immutable once built; a
 reload builds a new one and swaps it in with one assignment.
+
+Translation validates everything compiling can reject (certificates and CAs with the same
+``pyproxy.pem`` loader), so compiling should never fail. If it does for one destination or
+one listener socket, that is a bug: it is logged with the object's name and that part is
+dropped (a dropped destination answers its backendRef's invalid status, 500; a dropped socket
+is not bound) while everything else is served.
 """
 from __future__ import annotations
 
 import asyncio
 import bisect
 import itertools
+import logging
 import random
 import ssl
 from collections.abc import Callable
@@ -20,6 +27,7 @@ from .filters import HeaderOps, compile_mutation
 from .router import HostIndex, Matcher
 
 FORWARD, REDIRECT, DIRECT = 0, 1, 2
+log = logging.getLogger("pyproxy.compile")
 
 
 class CompiledDestination:
@@ -91,7 +99,11 @@ class CompiledRoute:
         self.timeouts = route.timeouts
         self.retry = route.retry
         self.cors = CompiledCors(route.cors) if route.cors is not None else None
-        self.mirrors = tuple((destinations[m.destination.name], m.percent) for m in route.mirrors if m.percent > 0)
+        self.mirrors = tuple(
+            (destinations[m.destination.name], m.percent)
+            for m in route.mirrors
+            if m.percent > 0 and m.destination.name in destinations
+        )
         self.redirect: ir.Redirect | None = None
         self.direct: ir.DirectResponse | None = None
         self.backends: tuple[CompiledBackend, ...] = ()
@@ -106,7 +118,7 @@ class CompiledRoute:
             self.kind = FORWARD
             weighted = [wb for wb in action.backends if wb.weight > 0]
             self.backends = tuple(
-                CompiledBackend(wb, destinations[wb.destination.name] if wb.destination else None,
+                CompiledBackend(wb, destinations.get(wb.destination.name) if wb.destination else None,
                                 self.response_headers)
                 for wb in weighted
             )
@@ -180,13 +192,18 @@ def _destinations(config: ir.Config) -> dict[str, ir.Destination]:
 
 
 async def compile_config(config: ir.Config) -> Snapshot:
-    """Build a snapshot. SSLContexts load CA files and keys, so they are built in a thread."""
+    """Build a snapshot. SSLContexts load CA files and keys, so they are built in a thread.
+    A destination or socket that fails to compile is logged as a bug and left out."""
     loop = asyncio.get_running_loop()
     destinations: dict[str, CompiledDestination] = {}
     dns_names: dict[str, float | None] = {}
     for name, dest in _destinations(config).items():
-        ctx = await loop.run_in_executor(None, tls.client_context, dest.tls) if dest.tls else None
-        destinations[name] = CompiledDestination(dest, ctx)
+        try:
+            ctx = await loop.run_in_executor(None, tls.client_context, dest.tls) if dest.tls else None
+            destinations[name] = CompiledDestination(dest, ctx)
+        except Exception:
+            log.exception("bug: destination %s failed to compile; its backendRefs answer 500", name)
+            continue
         for ep in dest.endpoints:
             if ep.kind == "fqdn":
                 # a name shared by destinations refreshes at the shortest interval any of them sets
@@ -197,13 +214,24 @@ async def compile_config(config: ir.Config) -> Snapshot:
         by_port.setdefault((listener.address, listener.port), []).append(listener)
     groups: dict[tuple[str, int], PortGroup] = {}
     for key, listeners in by_port.items():
-        certs = tuple(c for lst in listeners if lst.tls for c in lst.tls.certificates)
-        ctx = await loop.run_in_executor(None, tls.server_context, certs) if certs else None
-        groups[key] = PortGroup(
-            address=key[0],
-            port=key[1],
-            protocol=listeners[0].protocol,
-            listeners=HostIndex((lst.hostname, CompiledListener(lst, destinations)) for lst in listeners),
-            ssl_context=ctx,
-        )
+        try:
+            groups[key] = await _compile_group(key, listeners, destinations)
+        except Exception:
+            names = ", ".join(lst.name for lst in listeners)
+            log.exception("bug: listener %s failed to compile; %s:%d is not served", names, key[0], key[1])
     return Snapshot(config=config, groups=groups, dns_names=dns_names)
+
+
+async def _compile_group(
+    key: tuple[str, int], listeners: list[ir.Listener], destinations: dict[str, CompiledDestination]
+) -> PortGroup:
+    certs = tuple(c for lst in listeners if lst.tls for c in lst.tls.certificates)
+    loop = asyncio.get_running_loop()
+    ctx = await loop.run_in_executor(None, tls.server_context, certs) if certs else None
+    return PortGroup(
+        address=key[0],
+        port=key[1],
+        protocol=listeners[0].protocol,
+        listeners=HostIndex((lst.hostname, CompiledListener(lst, destinations)) for lst in listeners),
+        ssl_context=ctx,
+    )

@@ -21,13 +21,12 @@ import functools
 import os
 import re
 import ssl
-import tempfile
 import weakref
 from collections.abc import Callable, Sequence
 
 import certifi
 
-from pyproxy import ir
+from pyproxy import ir, pem
 
 ALPN = ["http/1.1"]
 # TLS 1.2 suites: ECDHE key exchange with AEAD ciphers only (Envoy's default list); TLS 1.3
@@ -58,7 +57,8 @@ _VERIFY_FAILED = "TLS_error:|268435581:SSL routines:OPENSSL_internal:CERTIFICATE
 def client_context(tls: ir.UpstreamTLS) -> ssl.SSLContext:
     """The client context for one ``UpstreamTLS`` value (cached; blocking: run off the loop).
 
-    Raises ValueError when ``tls.ca`` is not a parsable PEM bundle."""
+    Raises ``pem.PemError`` (a ValueError) when ``tls.ca`` is not a loadable PEM bundle;
+    translation reports that first, with the same loader."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.minimum_version = _MIN_VERSIONS[tls.min_version]
     ctx.maximum_version = ssl.TLSVersion.TLSv1_3
@@ -72,7 +72,7 @@ def client_context(tls: ir.UpstreamTLS) -> ssl.SSLContext:
     if tls.ca == "System":
         _load_system_trust(ctx)
     else:
-        _load_ca_bundle(ctx, tls.ca)
+        pem.load_ca_bundle(ctx, tls.ca)
     return ctx
 
 
@@ -96,13 +96,6 @@ def system_trust_is_empty(paths: ssl.DefaultVerifyPaths | None = None) -> bool:
         return not any(_HASHED_CERT_NAME.match(entry) for entry in os.listdir(paths.capath))
     except OSError:
         return True
-
-
-def _load_ca_bundle(ctx: ssl.SSLContext, pem: str) -> None:
-    try:
-        ctx.load_verify_locations(cadata=pem)
-    except (ssl.SSLError, ValueError) as exc:
-        raise ValueError(f"invalid CA certificate bundle: no PEM certificate could be loaded ({exc})") from exc
 
 
 def verify_peer(peercert: dict | None, tls: ir.UpstreamTLS) -> str | None:
@@ -217,28 +210,14 @@ def _new_server_context() -> ssl.SSLContext:
 
 
 def _load_certificate(cert: ir.Certificate) -> tuple[ssl.SSLContext, list[str]]:
-    """A context serving ``cert`` and the names it covers.
-
-    The PEMs go to a private temporary directory (mode 0700), removed as soon as they are
-    loaded: ``load_cert_chain`` and ``ssl._ssl._test_decode_cert`` (the only stdlib way to read
-    a certificate's SANs; ``cryptography`` is not a dependency) both read from files."""
+    """A context serving ``cert`` and the names it covers (``pem.load_key_pair``: the same
+    loader translation validates the certificate with)."""
     ctx = _new_server_context()
-    with tempfile.TemporaryDirectory(prefix="pyproxy-cert-") as tmp:
-        cert_file, key_file = os.path.join(tmp, "tls.crt"), os.path.join(tmp, "tls.key")
-        _write_private(cert_file, cert.cert_pem)
-        _write_private(key_file, cert.key_pem)
-        try:
-            ctx.load_cert_chain(cert_file, key_file)
-            decoded = ssl._ssl._test_decode_cert(cert_file)  # type: ignore[attr-defined]
-        except (ssl.SSLError, ValueError) as exc:
-            raise ValueError(f"certificate {cert.name}: cannot load the certificate and key ({exc})") from exc
+    try:
+        decoded = pem.load_key_pair(ctx, cert.cert_pem, cert.key_pem)
+    except pem.PemError as exc:
+        raise pem.PemError(f"certificate {cert.name}: {exc}") from exc
     return ctx, _certificate_names(decoded)
-
-
-def _write_private(path: str, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="ascii") as f:
-        f.write(text)
 
 
 def _certificate_names(decoded: dict) -> list[str]:

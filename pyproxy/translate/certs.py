@@ -1,8 +1,12 @@
-"""PEM material from Secrets and ConfigMaps: CA bundles and listener certificates."""
+"""PEM material from Secrets and ConfigMaps: CA bundles and listener certificates.
+
+Material that is present is also loaded (``pyproxy.pem``, the loader the data plane builds
+its SSLContexts with), so a key that does not match its certificate or a PEM block with a
+garbage body is a condition here, never a failure when serving."""
 
 from __future__ import annotations
 
-from .. import ir
+from .. import ir, pem
 from ..config import resources as res
 from .index import Index
 from .problems import Problem, kind_label
@@ -29,7 +33,7 @@ def resolve_ca_refs(
 
     A ref names a ConfigMap or Secret (core group) in ``namespace`` whose ``ca.crt`` key holds
     PEM certificates. Reasons: InvalidKind (another kind), InvalidCACertificateRef (missing
-    object or key, or no PEM certificate in it)."""
+    object or key, no PEM certificate in it, or one OpenSSL cannot load)."""
     bundles: list[str] = []
     problems: list[Problem] = []
     for i, ref in enumerate(refs):
@@ -53,23 +57,26 @@ def _ca_pem(index: Index, namespace: str, ref: res.LocalObjectReference, where: 
     obj = table.get((namespace, ref.name))
     if obj is None:
         return Problem("InvalidCACertificateRef", f"{where}: {ref.kind} {namespace}/{ref.name} not found")
-    pem = obj.data.get(CA_KEY)
-    if pem is None:
+    data = obj.data.get(CA_KEY)
+    if data is None:
         return Problem("InvalidCACertificateRef", f"{where}: {ref.kind} {namespace}/{ref.name} has no key {CA_KEY}")
-    if not looks_like_certificates(pem):
+    if not looks_like_certificates(data):
         return Problem(
             "InvalidCACertificateRef",
             f"{where}: {ref.kind} {namespace}/{ref.name} key {CA_KEY} holds no PEM certificate ({_BEGIN_CERT})",
         )
-    return pem
+    if problem := pem.ca_bundle_problem(data):
+        return Problem("InvalidCACertificateRef", f"{where}: {ref.kind} {namespace}/{ref.name}: {problem}")
+    return data
 
 
 def listener_certificate(
     index: Index, gateway: res.Gateway, ref: res.SecretObjectReference, where: str
 ) -> ir.Certificate | Problem:
     """The certificate and key of a listener's ``certificateRefs`` entry: a Secret of type
-    kubernetes.io/tls with keys tls.crt and tls.key; another namespace needs a ReferenceGrant
-    from the Gateway. Reasons: InvalidCertificateRef, RefNotPermitted."""
+    kubernetes.io/tls with keys tls.crt and tls.key that load as a certificate and its private
+    key; another namespace needs a ReferenceGrant from the Gateway. Reasons:
+    InvalidCertificateRef, RefNotPermitted."""
     gw_ns = gateway.metadata.namespace
     namespace = ref.namespace or gw_ns
     if ref.group != "" or ref.kind != "Secret":
@@ -97,4 +104,6 @@ def listener_certificate(
             f"{where}: Secret {namespace}/{ref.name} needs a PEM certificate in tls.crt "
             "and a PEM private key in tls.key",
         )
+    if problem := pem.key_pair_problem(cert, key):
+        return Problem("InvalidCertificateRef", f"{where}: Secret {namespace}/{ref.name}: {problem}")
     return ir.Certificate(name=f"secret/{namespace}/{ref.name}", cert_pem=cert, key_pem=key)

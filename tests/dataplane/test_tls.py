@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from pyproxy import ir
+from pyproxy.dataplane.compile import compile_config
 from pyproxy.dataplane.tls import (
     client_context,
     dns_name_matches,
@@ -32,6 +33,7 @@ from pyproxy.dataplane.tls import (
     transport_failure_reason,
     verify_peer,
 )
+from pyproxy.pem import ca_bundle_problem, key_pair_problem
 
 SAN_FAILURE = (
     "TLS_error:|268435581:SSL routines:OPENSSL_internal:CERTIFICATE_VERIFY_FAILED:"
@@ -246,7 +248,7 @@ def test_client_context_defaults():
 
 @pytest.mark.parametrize("bundle", ["", "not a certificate", "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"])
 def test_an_unparsable_ca_bundle_is_a_value_error(bundle):
-    with pytest.raises(ValueError, match="invalid CA certificate bundle"):
+    with pytest.raises(ValueError, match="ca.crt: no certificate could be loaded"):
         client_context(ir.UpstreamTLS(sni="a.test", ca=bundle))
 
 
@@ -438,3 +440,99 @@ def test_server_context_rejects_bad_input(ca):
         server_context([ir.Certificate("mismatched", good.cert_pem, other_key)])
     with pytest.raises(ValueError, match="certificate garbage"):
         server_context([ir.Certificate("garbage", "junk", "junk")])
+
+
+# ------------------------------------------------------------------ PEM material (shared with translate)
+
+
+def _encrypted(key_pem: str) -> str:
+    key = serialization.load_pem_private_key(key_pem.encode(), None)
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.BestAvailableEncryption(b"pw")
+    ).decode()
+
+
+def _garbled(block: str) -> str:
+    """The PEM markers of ``block`` around a body that is not DER."""
+    lines = block.strip().splitlines()
+    return f"{lines[0]}\nAAAAnot+der+AAAA\n{lines[-1]}\n"
+
+
+def _truncated(block: str) -> str:
+    lines = block.strip().splitlines()
+    return "\n".join([*lines[:3], lines[-1]]) + "\n"
+
+
+def test_key_pair_problems_name_the_key_and_the_reason(ca):
+    good = certificate(ca.issue_cert("a.test"))
+    other_key = certificate(ca.issue_cert("b.test")).key_pem
+
+    assert key_pair_problem(good.cert_pem, good.key_pem) is None
+    assert key_pair_problem(good.cert_pem, other_key) == "tls.key does not match tls.crt"
+    assert key_pair_problem(_truncated(good.cert_pem), good.key_pem) == (
+        "tls.crt: no certificate could be loaded: Error decoding PEM-encoded file"
+    )
+    assert key_pair_problem(good.cert_pem, _garbled(good.key_pem)) == (
+        "tls.crt and tls.key could not be loaded: [SSL] PEM lib"
+    )
+    assert key_pair_problem(good.cert_pem, _encrypted(good.key_pem)) == (
+        "tls.key: encrypted private keys are not supported"
+    )
+
+
+def test_ca_bundle_problems_give_openssl_reason(ca):
+    assert ca_bundle_problem(ca.cert_pem.bytes().decode()) is None
+    assert ca_bundle_problem(_garbled(ca.cert_pem.bytes().decode())) == (
+        "ca.crt: no certificate could be loaded: no start line: cadata does not contain a certificate"
+    )
+
+
+def test_key_pair_check_leaves_no_key_on_disk(ca, tmp_path, monkeypatch):
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path))
+    good = certificate(ca.issue_cert("on-disk.test"))
+
+    assert key_pair_problem(good.cert_pem, _garbled(good.key_pem)) is not None
+    assert key_pair_problem(good.cert_pem, good.key_pem) is None
+    assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------------------ a part that fails to compile
+
+
+def _listener(name: str, port: int, tls: ir.ListenerTLS | None = None) -> ir.Listener:
+    route = ir.Route(name=f"{name}/route", match=ir.Match(ir.PathMatch("PathPrefix", "/")),
+                     action=ir.DirectResponse(200, "ok"))
+    vhost = ir.VirtualHost(name=f"{name}/*", hostname="*", routes=(route,))
+    return ir.Listener(name=name, address="127.0.0.1", port=port, protocol="HTTPS" if tls else "HTTP",
+                       virtual_hosts=(vhost,), tls=tls)
+
+
+def test_a_socket_that_fails_to_compile_is_logged_as_a_bug_and_left_out(ca, run, caplog):
+    """Translation never lets an unloadable certificate through; if one reaches compile
+    anyway, only its socket is dropped."""
+    good = certificate(ca.issue_cert("a.test"))
+    broken = ir.ListenerTLS((ir.Certificate("secret/default/broken", good.cert_pem, _garbled(good.key_pem)),))
+    config = ir.Config((_listener("gateway/default/gw/http", 1080), _listener("gateway/default/gw/https", 1443, broken)))
+
+    snapshot = run(compile_config(config))
+
+    assert list(snapshot.groups) == [("127.0.0.1", 1080)]
+    [record] = [r for r in caplog.records if r.name == "pyproxy.compile"]
+    assert record.getMessage() == "bug: listener gateway/default/gw/https failed to compile; 127.0.0.1:1443 is not served"
+    assert "certificate secret/default/broken" in record.exc_text
+
+
+def test_a_destination_that_fails_to_compile_answers_500(ca, run, caplog):
+    dest = ir.Destination(name="backend/default/broken", endpoints=(ir.Endpoint("ip", "127.0.0.1", 1),),
+                          tls=ir.UpstreamTLS(sni="a.test", ca="-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"))
+    route = ir.Route(name="route", match=ir.Match(ir.PathMatch("PathPrefix", "/")),
+                     action=ir.Forward((ir.WeightedBackend(weight=1, destination=dest),)))
+    vhost = ir.VirtualHost(name="vhost", hostname="*", routes=(route,))
+    config = ir.Config((ir.Listener("listener", "127.0.0.1", 1080, "HTTP", (vhost,)),))
+
+    snapshot = run(compile_config(config))
+
+    [backend] = snapshot.groups[("127.0.0.1", 1080)].listeners.find("x.test").vhosts.find("x.test").routes[0].backends
+    assert backend.destination is None and backend.invalid_status == 500
+    [record] = [r for r in caplog.records if r.name == "pyproxy.compile"]
+    assert record.getMessage() == "bug: destination backend/default/broken failed to compile; its backendRefs answer 500"

@@ -2,11 +2,16 @@
 from __future__ import annotations
 
 import asyncio
+import http.client
 import json
+import socket
 import urllib.request
 from pathlib import Path
 
-from tests.helpers.proc import run_cli, start_proxy
+import pytest
+import trustme
+
+from tests.helpers.proc import free_port, run_cli, start_proxy
 
 SEED = Path(__file__).resolve().parents[2] / "config" / "seed-example.yaml"
 
@@ -190,3 +195,161 @@ async def test_demo_serves_offline_through_verified_tls():
         code, _, err = proxy.stop()
     assert code == 0, err
     assert "curl -H 'Host: www.example.com'" in err
+
+
+def _indented(pem: str) -> str:
+    return "".join(f"    {line}\n" for line in pem.strip().splitlines())
+
+
+def _broken_material_config(ca: trustme.CA, http_port: int, https_port: int) -> str:
+    """A Gateway with an HTTP listener (a redirect, and a backend whose BackendTLSPolicy CA has
+    a garbage body) and an HTTPS listener whose tls.key belongs to another certificate."""
+    cert = ca.issue_cert("secure.example").cert_chain_pems[0].bytes().decode()
+    other_key = ca.issue_cert("other.example").private_key_pem.bytes().decode()
+    ca_lines = ca.cert_pem.bytes().decode().strip().splitlines()
+    garbage_ca = f"{ca_lines[0]}\nAAAAnot+der+AAAA\n{ca_lines[-1]}\n"
+    return f"""\
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata:
+  name: gw
+spec:
+  gatewayClassName: pyproxy
+  listeners:
+  - name: http
+    port: {http_port}
+    protocol: HTTP
+  - name: https
+    port: {https_port}
+    protocol: HTTPS
+    tls:
+      certificateRefs:
+      - name: mismatched
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: mismatched
+type: kubernetes.io/tls
+stringData:
+  tls.crt: |
+{_indented(cert)}  tls.key: |
+{_indented(other_key)}---
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: web
+spec:
+  parentRefs:
+  - name: gw
+  rules:
+  - matches:
+    - path:
+        type: PathPrefix
+        value: /moved
+    filters:
+    - type: RequestRedirect
+      requestRedirect:
+        hostname: elsewhere.example
+        statusCode: 302
+  - matches:
+    - path:
+        type: PathPrefix
+        value: /tls
+    backendRefs:
+    - group: gateway.envoyproxy.io
+      kind: Backend
+      name: api
+      port: 443
+---
+apiVersion: gateway.envoyproxy.io/v1alpha1
+kind: Backend
+metadata:
+  name: api
+spec:
+  endpoints:
+  - ip:
+      address: 127.0.0.1
+      port: 9
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: BackendTLSPolicy
+metadata:
+  name: api
+spec:
+  targetRefs:
+  - group: gateway.envoyproxy.io
+    kind: Backend
+    name: api
+  validation:
+    hostname: api.example
+    caCertificateRefs:
+    - group: ""
+      kind: ConfigMap
+      name: garbage-ca
+---
+apiVersion: v1
+kind: ConfigMap
+metadata:
+  name: garbage-ca
+data:
+  ca.crt: |
+{_indented(garbage_ca)}"""
+
+
+def test_check_loads_certificates_and_names_the_broken_ones(ca, tmp_path):
+    (tmp_path / "gw.yaml").write_text(_broken_material_config(ca, free_port(), free_port()))
+
+    result = run_cli("check", "--config", str(tmp_path))
+
+    assert result.returncode == 1, result.stdout
+    assert ("ResolvedRefs=False (InvalidCertificateRef) [https]: spec.listeners[1].tls.certificateRefs[0]: "
+            "Secret default/mismatched: tls.key does not match tls.crt") in result.stdout
+    assert ("ResolvedRefs=False (InvalidCACertificateRef) [backend/default/api]: "
+            "spec.validation.caCertificateRefs[0]: ConfigMap default/garbage-ca: ca.crt: no certificate could be "
+            "loaded: no start line: cadata does not contain a certificate") in result.stdout
+    assert result.stdout.rstrip().endswith("errors found")
+    assert "Traceback" not in result.stderr
+
+
+async def test_serve_leaves_out_only_what_does_not_load(ca, tmp_path):
+    http_port, https_port = free_port(), free_port()
+    (tmp_path / "gw.yaml").write_text(_broken_material_config(ca, http_port, https_port))
+    proxy = start_proxy("--config", str(tmp_path), "--bind-address", "127.0.0.1", "--access-log", "off")
+    try:
+        await asyncio.to_thread(proxy.wait_ready)
+
+        def status(path: str) -> int:
+            conn = http.client.HTTPConnection("127.0.0.1", http_port, timeout=10)
+            try:
+                conn.request("GET", path, headers={"Host": "www.example"})
+                return conn.getresponse().status
+            finally:
+                conn.close()
+
+        assert await asyncio.to_thread(status, "/moved") == 302
+        assert await asyncio.to_thread(status, "/tls") == 500
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", https_port), timeout=5).close()
+    finally:
+        code, _, err = proxy.stop()
+    assert code == 0, err
+    assert "Traceback" not in err
+    assert "tls.key does not match tls.crt" in err
+
+
+def test_a_clone_named_pyproxy_in_the_working_directory_does_not_shadow_the_package(tmp_path):
+    """`python -m pyproxy` run from the folder that holds a clone: the clone directory has no
+    __init__.py and a config/ directory, so were it found first it would become the package
+    (a namespace package) and its config/ would stand in for pyproxy.config."""
+    clone = tmp_path / "pyproxy"
+    (clone / "config").mkdir(parents=True)
+    (clone / "config" / "seed-example.yaml").write_bytes(SEED.read_bytes())
+
+    usage = run_cli("--help", cwd=tmp_path)
+    check = run_cli("check", "--config", "pyproxy/config/seed-example.yaml", cwd=tmp_path)
+
+    assert usage.returncode == 0, usage.stderr
+    assert "usage: pyproxy" in usage.stdout
+    assert check.returncode == 0, check.stderr
+    assert check.stdout.rstrip().endswith("ok")
