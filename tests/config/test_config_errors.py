@@ -442,3 +442,16 @@ def test_many_errors_in_one_document_are_all_reported_in_order():
         "expected GET, HEAD, POST, PUT, DELETE, CONNECT, OPTIONS, TRACE or PATCH",
         f"{PREFIX}, line 14: spec.rules[0].backendRefs[0].name: required field missing",
     ]
+
+
+@pytest.mark.parametrize(
+    "text, line",
+    [
+        ("apiVersion: v1\nkind: ConfigMap\nmetadata:\n\tname: x\n", 4),
+        (ROUTE + "  rules:\n  - matches:\n    \t- path: {value: /}\n", 8),
+        ("apiVersion: v1\n\t\nkind: ConfigMap\n", 2),
+    ],
+)
+def test_tab_indentation_is_named(text, line):
+    assert errors(text) == [f"routes.yaml: line {line}: YAML syntax error: tabs are not allowed in YAML indentation"]
+
