@@ -25,11 +25,13 @@ _TAB_INDENT = re.compile(r"[ ]*\t")
 @dataclass(frozen=True, slots=True)
 class Document:
     """One non-empty document. ``index`` is 1-based and counts empty documents too, so it
-    matches what a reader counts in the file."""
+    matches what a reader counts in the file. An item of a ``kind: List`` document is a
+    document of its own, with ``item`` its 0-based index in ``items``."""
 
     file: str
     index: int
     node: yaml.Node
+    item: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
