@@ -21,7 +21,7 @@ from .dataplane.pool import Pool
 from .dataplane.server import HttpProtocol
 from .errors import ConfigError
 from .observe import AccessLog
-from .translate.status import Result
+from .translate.status import ObjectStatus, Result
 
 log = logging.getLogger("pyproxy")
 
@@ -39,9 +39,19 @@ class Settings:
 
 def load(settings: Settings) -> Result:
     """Read and translate the configuration; raises ConfigError on shape errors."""
+    return _translate(_read(settings), settings)
+
+
+def _read(settings: Settings) -> config_room.Loaded:
     loaded = config_room.load(settings.config_paths)
     for skipped in loaded.skipped:
         log.info("skipping %s", skipped)
+    for warning in loaded.warnings:
+        log.warning("%s", warning)
+    return loaded
+
+
+def _translate(loaded: config_room.Loaded, settings: Settings) -> Result:
     options = translate_room.Options(implicit_address=settings.listen[0], implicit_port=settings.listen[1],
                                      bind_address=settings.bind_address)
     return translate_room.translate(loaded.resources, options)
@@ -121,9 +131,27 @@ class Runtime:
         self.access_log.close()
 
 
-def check(paths: Sequence[str]) -> Result:
-    """``pyproxy check``: load and translate only."""
-    return load(Settings(config_paths=tuple(paths)))
+@dataclass(frozen=True)
+class Checked:
+    """What ``pyproxy check`` found: the translation, and whether loading met a likely mistake."""
+
+    result: Result
+    mistaken: bool
+
+    @property
+    def statuses(self) -> tuple[ObjectStatus, ...]:
+        return self.result.statuses
+
+    @property
+    def ok(self) -> bool:
+        return self.result.ok and not self.mistaken
+
+
+def check(paths: Sequence[str]) -> Checked:
+    """``pyproxy check``: load and translate only; warnings are logged as ``serve`` logs them."""
+    settings = Settings(config_paths=tuple(paths))
+    loaded = _read(settings)
+    return Checked(_translate(loaded, settings), any(warning.mistake for warning in loaded.warnings))
 
 
 __all__ = ["ConfigError", "Runtime", "Settings", "check", "load"]

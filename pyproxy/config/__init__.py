@@ -1,7 +1,9 @@
 """Configuration: YAML files and directories in, typed resources with locations out.
 
 ``load`` reads everything it is given and reports every problem at once in a single
-``ConfigError``; nothing is returned unless the whole configuration is well formed.
+``ConfigError``; nothing is returned unless the whole configuration is well formed. What
+loads but deserves a word (a document that is not a Kubernetes object, a misspelled kind, no
+HTTPRoute at all) comes back as warnings (``documents.py`` states the rules).
 """
 from __future__ import annotations
 
@@ -9,18 +11,22 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from pyproxy.config.parse import Skipped, format_error, object_label, parse_document
-from pyproxy.config.resources import Location, Resource
+from pyproxy.config.documents import LoadWarning, Read
+from pyproxy.config.parse import Skipped, format_error, object_label
+from pyproxy.config.resources import HTTPRoute, Location, Resource
 from pyproxy.config.yamlload import FileContents, compose, find_files, read_file
 from pyproxy.errors import ConfigError
 
-__all__ = ["Loaded", "Skipped", "load", "load_text"]
+__all__ = ["NO_ROUTES", "LoadWarning", "Loaded", "Skipped", "load", "load_text"]
+
+NO_ROUTES = "no HTTPRoute in the configuration: every request will be answered 404"
 
 
 @dataclass(frozen=True, slots=True)
 class Loaded:
     resources: tuple[Resource, ...]  # in file and document order
     skipped: tuple[Skipped, ...]  # documents of kinds pyproxy does not read, to log
+    warnings: tuple[LoadWarning, ...]  # in order of appearance, NO_ROUTES last
 
 
 def load(paths: Sequence[str]) -> Loaded:
@@ -54,17 +60,21 @@ class _Collector:
     def __init__(self) -> None:
         self.resources: list[Resource] = []
         self.skipped: list[Skipped] = []
+        self.warnings: list[LoadWarning] = []
         self.errors: list[str] = []
         self.first_seen: dict[str, Location] = {}
 
     def add(self, contents: FileContents) -> None:
+        read = Read()
         for document in contents.documents:
-            result, errors = parse_document(document)
-            self.errors += errors
+            read.add(document)
+        for result in read.found:
             if isinstance(result, Skipped):
                 self.skipped.append(result)
-            elif result is not None:
+            else:
                 self._add_resource(result)
+        self.warnings += read.warnings
+        self.errors += read.errors
         self.errors += contents.errors
 
     def _add_resource(self, resource: Resource) -> None:
@@ -80,4 +90,6 @@ class _Collector:
     def result(self) -> Loaded:
         if self.errors:
             raise ConfigError(self.errors)
-        return Loaded(tuple(self.resources), tuple(self.skipped))
+        if not any(isinstance(resource, HTTPRoute) for resource in self.resources):
+            self.warnings.append(LoadWarning(NO_ROUTES))
+        return Loaded(tuple(self.resources), tuple(self.skipped), tuple(self.warnings))

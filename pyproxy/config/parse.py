@@ -16,8 +16,9 @@ Choices beyond the conventions documented in ``resources.py``:
 - ``int`` and ``bool`` fields take YAML integers and booleans only. A quoted ``"443"`` is an
   error: quoting says "string", and a cluster would refuse it too.
 - Merge keys (``<<``) are refused rather than half-supported.
-- What we do not read is not checked beyond YAML syntax: top-level ``status`` and documents
-  of kinds we skip.
+- What we do not read is not checked beyond YAML syntax: top-level ``status``, the metadata
+  the API server fills in (``_IGNORED``, so ``kubectl get -o yaml`` output loads as it is)
+  and documents of kinds we skip.
 """
 from __future__ import annotations
 
@@ -68,6 +69,11 @@ _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 token: a header
 
 # Read apart (kind, apiVersion) or ignored (status) at the top of a document.
 _TOP_LEVEL_KEYS = ("apiVersion", "kind", "status")
+# Keys of a class accepted and not read: what the API server writes into an object's metadata.
+_IGNORED: dict[type, tuple[str, ...]] = {
+    Metadata: ("uid", "resourceVersion", "generation", "selfLink", "managedFields", "ownerReferences",
+               "finalizers", "deletionTimestamp", "deletionGracePeriodSeconds", "generateName"),
+}
 _CLUSTER_SCOPED = frozenset({"Namespace"})
 
 _CONSTRUCTOR = SafeConstructor()
@@ -137,7 +143,7 @@ def object_label(kind: str, namespace: str, name: str) -> str:
 
 def format_error(location: Location, label: str, line: int, path: str, problem: str) -> str:
     """The one shape of every message about a document."""
-    where = f"{location.file}: document {location.document}"
+    where = location.where
     if label:
         where += f" ({label})"
     field_path = f"{path}: " if path else ""
@@ -148,8 +154,8 @@ def parse_document(document: Document) -> tuple[Resource | Skipped | None, list[
     """The resource a document describes (or a ``Skipped`` for a kind we do not read) and the
     errors found. With any error, the result is ``None``."""
     node = document.node
-    location = Location(document.file, document.index, node.start_mark.line + 1)
-    parser = _Parser(location, _label(node))
+    location = Location(document.file, document.index, node.start_mark.line + 1, document.item)
+    parser = _Parser(location, document_label(node))
     if not isinstance(node, MappingNode):
         parser.expected(node, "", "a Kubernetes object (a mapping)")
         return None, parser.messages
@@ -161,7 +167,7 @@ def parse_document(document: Document) -> tuple[Resource | Skipped | None, list[
         return None, parser.messages
     versions, cls = KINDS[kind]
     if version not in versions:
-        parser.error(_get(node, "apiVersion") or node, "apiVersion",
+        parser.error(get(node, "apiVersion") or node, "apiVersion",
                      f"unsupported version {version!r} for {kind}; expected {_one_of(versions)}")
         return None, parser.messages
     resource = parser.resource(node, cls, location)
@@ -197,7 +203,7 @@ class _Parser:
     # ------------------------------------------------------------------ top level
 
     def header(self, node: MappingNode, key: str) -> Any:
-        value = _get(node, key)
+        value = get(node, key)
         if value is None:
             return self.error(node, key, "required field missing")
         return self.string(value, key)
@@ -231,9 +237,11 @@ class _Parser:
 
     def dataclass(self, node: Node, cls: type, path: str, *, provided: dict[str, Any] | None = None,
                   ignored: Sequence[str] = ()) -> Any:
-        """``provided`` fields are given, not read; ``ignored`` keys are allowed and skipped."""
+        """``provided`` fields are given, not read; ``ignored`` keys (and the class's own in
+        ``_IGNORED``) are allowed and skipped."""
         if not isinstance(node, MappingNode):
             return self.expected(node, path, "a mapping")
+        ignored = (*ignored, *_IGNORED.get(cls, ()))
         values = dict(provided or {})
         fields = {key: f for key, f in _yaml_fields(cls).items() if f.name not in values}
         hints = _hints(cls)
@@ -429,7 +437,7 @@ def _has_default(f: dataclasses.Field) -> bool:
 # ---------------------------------------------------------------------- nodes
 
 
-def _get(node: Node | None, key: str) -> Node | None:
+def get(node: Node | None, key: str) -> Node | None:
     """The value of the first ``key`` in a mapping node, without reporting anything."""
     if isinstance(node, MappingNode):
         for key_node, value_node in node.value:
@@ -446,18 +454,18 @@ def _plain(node: Node | None) -> str | None:
 
 
 def _name(node: Node) -> str | None:
-    return _plain(_get(_get(node, "metadata"), "name"))
+    return _plain(get(get(node, "metadata"), "name"))
 
 
-def _label(node: Node) -> str:
+def document_label(node: Node) -> str:
     """``HTTPRoute default/web`` as far as the document says, for message prefixes."""
-    kind = _plain(_get(node, "kind"))
+    kind = _plain(get(node, "kind"))
     if kind is None:
         return ""
     name = _name(node)
     if name is None:
         return kind
-    namespace = _plain(_get(_get(node, "metadata"), "namespace")) or "default"
+    namespace = _plain(get(get(node, "metadata"), "namespace")) or "default"
     return object_label(kind, namespace, name)
 
 

@@ -37,9 +37,16 @@ class Location:
     file: str
     document: int  # 1-based index of the document in its file
     line: int  # 1-based line of the document's first key
+    item: int | None = None  # 0-based index in the ``items`` of a ``kind: List`` document
+
+    @property
+    def where(self) -> str:
+        """``routes.yaml: document 2``, or ``list.yaml: document 1, items[3]``."""
+        where = f"{self.file}: document {self.document}"
+        return where if self.item is None else f"{where}, items[{self.item}]"
 
     def __str__(self) -> str:
-        return f"{self.file}: document {self.document}, line {self.line}"
+        return f"{self.where}, line {self.line}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,10 +55,8 @@ class Metadata:
     namespace: str = "default"
     labels: dict[str, str] = field(default_factory=dict)
     annotations: dict[str, Text] = field(default_factory=dict)
-    creation_timestamp: str | None = None
-    uid: str | None = None
-    resource_version: str | None = None
-    generation: int | None = None
+    creation_timestamp: str | None = None  # for route precedence; what else the API server
+    # fills in (uid, managedFields, ...) is accepted and ignored (parse.py ``_IGNORED``)
 
 
 # --------------------------------------------------------------------------- shared references

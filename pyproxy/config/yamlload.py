@@ -9,6 +9,7 @@ need. Checking the shape of the nodes (including duplicate keys) is ``parse.py``
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,16 +19,19 @@ YAML_SUFFIXES = (".yaml", ".yml")
 
 _LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _NULL_TAG = "tag:yaml.org,2002:null"
+_TAB_INDENT = re.compile(r"[ ]*\t")
 
 
 @dataclass(frozen=True, slots=True)
 class Document:
     """One non-empty document. ``index`` is 1-based and counts empty documents too, so it
-    matches what a reader counts in the file."""
+    matches what a reader counts in the file. An item of a ``kind: List`` document is a
+    document of its own, with ``item`` its 0-based index in ``items``."""
 
     file: str
     index: int
     node: yaml.Node
+    item: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,10 +109,20 @@ def _describe_syntax_error(exc: yaml.YAMLError, text: str) -> str:
         line = text.count("\n", 0, max(text.find(char), 0)) + 1
         return f"line {line}: YAML syntax error: unacceptable character {char!r} ({exc.reason})"
     if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
-        message = f"line {exc.problem_mark.line + 1}: YAML syntax error: {exc.problem}"
+        line = exc.problem_mark.line + 1
+        if _TAB_INDENT.match(_line_text(text, exc.problem_mark.line)):
+            # PyYAML's words for it name scanner states ("cannot start any token")
+            return f"line {line}: YAML syntax error: tabs are not allowed in YAML indentation"
+        message = f"line {line}: YAML syntax error: {exc.problem}"
         if exc.context and exc.context_mark is not None:
             message += f" ({exc.context} at line {exc.context_mark.line + 1})"
         elif exc.context:
             message += f" ({exc.context})"
         return message
     return f"YAML syntax error: {exc}"
+
+
+def _line_text(text: str, index: int) -> str:
+    """The 0-based line ``index`` of ``text`` ("" past the end, where the C reader may point)."""
+    lines = text.split("\n")
+    return lines[index] if index < len(lines) else ""

@@ -442,3 +442,60 @@ def test_many_errors_in_one_document_are_all_reported_in_order():
         "expected GET, HEAD, POST, PUT, DELETE, CONNECT, OPTIONS, TRACE or PATCH",
         f"{PREFIX}, line 14: spec.rules[0].backendRefs[0].name: required field missing",
     ]
+
+
+@pytest.mark.parametrize(
+    "text, line",
+    [
+        ("apiVersion: v1\nkind: ConfigMap\nmetadata:\n\tname: x\n", 4),
+        (ROUTE + "  rules:\n  - matches:\n    \t- path: {value: /}\n", 8),
+        ("apiVersion: v1\n\t\nkind: ConfigMap\n", 2),
+    ],
+)
+def test_tab_indentation_is_named(text, line):
+    assert errors(text) == [f"routes.yaml: line {line}: YAML syntax error: tabs are not allowed in YAML indentation"]
+
+
+LIST = """\
+apiVersion: v1
+kind: List
+metadata:
+  resourceVersion: ""
+items:
+- apiVersion: gateway.networking.k8s.io/v1
+  kind: HTTPRoute
+  metadata:
+    name: web
+    uid: 0f0e8b4c-2a1d-4c1e-9d55-3b6f1a2c7e90
+    lables: {app: web}
+  spec:
+    rules:
+    - backendRefz: []
+- metadata: {name: nameless}
+  spec: {}
+"""
+
+
+def test_errors_in_list_items_name_the_item():
+    assert errors(LIST, "list.yaml") == [
+        "list.yaml: document 1, items[0] (HTTPRoute default/web), line 11: metadata.lables: "
+        "unknown field; did you mean 'labels'?",
+        "list.yaml: document 1, items[0] (HTTPRoute default/web), line 14: spec.rules[0].backendRefz: "
+        "unknown field; did you mean 'backendRefs'?",
+        "list.yaml: document 1, items[1], line 15: kind: required field missing",
+        "list.yaml: document 1, items[1], line 15: apiVersion: required field missing",
+    ]
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("apiVersion: v2\nkind: List\nitems: []\n", "line 1: apiVersion: unsupported version 'v2' for List; expected v1"),
+        ("kind: List\nitems: []\n", "line 1: apiVersion: required field missing"),
+        ("apiVersion: v1\nkind: List\n", "line 1: items: required field missing"),
+        ("apiVersion: v1\nkind: List\nitems: {a: b}\n", "line 3: items: expected a list"),
+        ("apiVersion: v1\nkind: List\nitems: []\nmetdata: {}\n", "line 4: metdata: unknown field; did you mean 'metadata'?"),
+    ],
+)
+def test_list_shape(text, expected):
+    assert errors(text, "list.yaml") == [f"list.yaml: document 1 (List), {expected}"]

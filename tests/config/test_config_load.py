@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pyproxy.config import Loaded, Skipped, load, load_text
+from pyproxy.config import NO_ROUTES, Loaded, LoadWarning, Skipped, load, load_text
 from pyproxy.config.resources import (
     Backend,
     BackendTLSPolicy,
@@ -135,7 +135,7 @@ def test_a_single_string_is_not_a_list_of_paths():
 
 
 def test_empty_configuration_loads_nothing(tmp_path):
-    assert load([write(tmp_path, "empty.yaml", "# nothing yet\n")]) == Loaded((), ())
+    assert load([write(tmp_path, "empty.yaml", "# nothing yet\n")]) == Loaded((), (), (LoadWarning(NO_ROUTES),))
 
 
 def test_missing_path_and_directory_without_yaml(tmp_path):
@@ -188,3 +188,93 @@ def test_errors_in_several_files_are_reported_together_in_order(tmp_path):
         f"{root}/3-backend.yaml: document 1 (Backend default/app), line 6: spec.endpoints[0].fqdn.port: expected an integer, got 'https'",
         f"{missing}: no such file or directory",
     ]
+
+
+KUBECTL_LIST = """\
+apiVersion: v1
+items:
+- apiVersion: gateway.networking.k8s.io/v1
+  kind: HTTPRoute
+  metadata:
+    annotations:
+      kubectl.kubernetes.io/last-applied-configuration: |
+        {"apiVersion":"gateway.networking.k8s.io/v1","kind":"HTTPRoute","metadata":{"name":"web"}}
+    creationTimestamp: "2025-01-10T09:00:00Z"
+    generation: 2
+    managedFields:
+    - apiVersion: gateway.networking.k8s.io/v1
+      fieldsType: FieldsV1
+      fieldsV1: {"f:spec": {".": {}, "f:rules": {}}}
+      manager: kubectl-client-side-apply
+      operation: Update
+    name: web
+    namespace: default
+    resourceVersion: "123456"
+    uid: 0f0e8b4c-2a1d-4c1e-9d55-3b6f1a2c7e90
+  spec: {}
+  status:
+    parents: [{controllerName: gateway.envoyproxy.io/gatewayclass-controller}]
+- apiVersion: v1
+  kind: Service
+  metadata: {name: web}
+- apiVersion: v1
+  kind: ConfigMap
+  metadata:
+    name: ca
+    deletionGracePeriodSeconds: 0
+    deletionTimestamp: "2025-01-11T09:00:00Z"
+    finalizers: [example.com/protect]
+    generateName: ca-
+    ownerReferences: [{apiVersion: v1, kind: Service, name: web, uid: 7d3c1f2e}]
+    selfLink: /api/v1/namespaces/default/configmaps/ca
+kind: List
+metadata:
+  resourceVersion: ""
+"""
+
+
+def test_kubectl_list_is_read_item_by_item_ignoring_what_the_server_fills_in():
+    loaded = load_text(KUBECTL_LIST, "get.yaml")
+    route, config_map = loaded.resources
+    assert route.location == Location("get.yaml", 1, 3, item=0)
+    assert route.metadata.creation_timestamp == "2025-01-10T09:00:00Z"
+    assert set(route.metadata.annotations) == {"kubectl.kubernetes.io/last-applied-configuration"}
+    assert config_map.location == Location("get.yaml", 1, 27, item=2)
+    assert str(config_map.location) == "get.yaml: document 1, items[2], line 27"
+    assert loaded.skipped == (Skipped("Service", "web", Location("get.yaml", 1, 24, item=1)),)
+    assert loaded.warnings == ()
+
+
+def test_documents_that_are_not_kubernetes_objects_are_skipped_with_a_warning():
+    loaded = load_text("services:\n  web: {image: nginx}\n---\n" + route("web"), "mixed.yaml")
+    assert names(loaded) == ["web"]
+    assert loaded.warnings == (
+        LoadWarning("mixed.yaml: document 1, line 1: not a Kubernetes object (no apiVersion or kind); skipped"),
+    )
+
+
+@pytest.mark.parametrize(
+    "kind, meant",
+    [("HttpRoute", "HTTPRoute"), ("Backends", "Backend"), ("BackendTlsPolicy", "BackendTLSPolicy"),
+     ("Gatway", "Gateway"), ("configmap", "ConfigMap")],
+)
+def test_a_misspelled_kind_is_a_likely_mistake(kind, meant):
+    loaded = load_text(f"apiVersion: v1\nkind: {kind}\nmetadata: {{name: x}}\n---\n" + route("web"), "k.yaml")
+    assert loaded.skipped == ()
+    assert loaded.warnings == (
+        LoadWarning(f"k.yaml: document 1 ({kind} default/x), line 2: kind: unknown kind {kind!r}, document skipped; "
+                    f"did you mean {meant}?", mistake=True),
+    )
+
+
+@pytest.mark.parametrize("kind", ["GatewayClass", "TCPRoute", "BackendLBPolicy", "BackendTrafficPolicy", "Service",
+                                  "Deployment", "GRPCRoute"])
+def test_other_kinds_are_skipped_quietly(kind):
+    loaded = load_text(f"apiVersion: v1\nkind: {kind}\nmetadata: {{name: x}}\n---\n" + route("web"), "k.yaml")
+    assert [skipped.kind for skipped in loaded.skipped] == [kind]
+    assert loaded.warnings == ()
+
+
+def test_no_route_is_a_warning():
+    loaded = load_text("apiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n", "k.yaml")
+    assert loaded.warnings == (LoadWarning(NO_ROUTES),)
