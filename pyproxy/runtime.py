@@ -21,6 +21,7 @@ from .dataplane.pool import Pool
 from .dataplane.server import HttpProtocol
 from .errors import ConfigError
 from .observe import AccessLog
+from .startup import group_purpose, listen_error
 from .translate.status import Result
 
 log = logging.getLogger("pyproxy")
@@ -37,14 +38,21 @@ class Settings:
     limits: Limits = DEFAULT_LIMITS
 
 
-def load(settings: Settings) -> Result:
+@dataclass(frozen=True)
+class Loaded:
+    files: tuple[str, ...]  # every file a document was read from, in order
+    result: Result
+
+
+def load(settings: Settings) -> Loaded:
     """Read and translate the configuration; raises ConfigError on shape errors."""
     loaded = config_room.load(settings.config_paths)
     for skipped in loaded.skipped:
         log.info("skipping %s", skipped)
+    files = dict.fromkeys(doc.location.file for doc in (*loaded.resources, *loaded.skipped))
     options = translate_room.Options(implicit_address=settings.listen[0], implicit_port=settings.listen[1],
                                      bind_address=settings.bind_address)
-    return translate_room.translate(loaded.resources, options)
+    return Loaded(tuple(files), translate_room.translate(loaded.resources, options))
 
 
 def report_conditions(result: Result) -> None:
@@ -74,12 +82,14 @@ class Runtime:
         self.context: Context | None = None
         self._servers: list[asyncio.base_events.Server] = []
         self.ports: dict[tuple[str, int], int] = {}
+        self.files: tuple[str, ...] = ()
 
     async def start(self) -> None:
-        """Load, compile and bind every listener. Raises ConfigError or OSError (bind)."""
-        result = load(self.settings)
-        report_conditions(result)
-        await self.serve(result)
+        """Load, compile and bind every listener. Raises ConfigError or ListenError."""
+        loaded = load(self.settings)
+        self.files = loaded.files
+        report_conditions(loaded.result)
+        await self.serve(loaded.result)
 
     async def serve(self, result: Result) -> None:
         """Compile a translated config and bind its listeners; ``ports`` records the bound
@@ -96,11 +106,14 @@ class Runtime:
             def factory(key=key, scheme=scheme) -> HttpProtocol:
                 return HttpProtocol(ctx, key, scheme)
 
-            server = await loop.create_server(factory, host=group.address, port=group.port, ssl=group.ssl_context,
-                                              reuse_address=True, backlog=1024)
+            try:
+                server = await loop.create_server(factory, host=group.address, port=group.port,
+                                                  ssl=group.ssl_context, reuse_address=True, backlog=1024)
+            except OSError as exc:
+                listeners = [lst for lst in result.config.listeners if (lst.address, lst.port) == key]
+                raise listen_error(group.address, group.port, group_purpose(listeners), exc) from exc
             self._servers.append(server)
             self.ports[key] = server.sockets[0].getsockname()[1]
-            log.info("listening on %s:%d (%s)", group.address, group.port, scheme)
         self.ready = True
 
     async def stop(self) -> None:
@@ -123,7 +136,7 @@ class Runtime:
 
 def check(paths: Sequence[str]) -> Result:
     """``pyproxy check``: load and translate only."""
-    return load(Settings(config_paths=tuple(paths)))
+    return load(Settings(config_paths=tuple(paths))).result
 
 
 __all__ = ["ConfigError", "Runtime", "Settings", "check", "load"]
