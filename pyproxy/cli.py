@@ -1,4 +1,4 @@
-"""Command line: ``serve`` (the default), ``check`` and ``demo``.
+"""Command line: ``serve`` (the default), ``check``, ``demo`` and ``version``.
 
 Exit codes: 0 ok, 1 configuration (or bind) error, 2 usage error. User errors never print a
 traceback.
@@ -8,21 +8,32 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import importlib.metadata
 import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from .errors import ConfigError
+from .startup import ADMIN, ListenError, format_address, listen_error, summary
 
 log = logging.getLogger("pyproxy")
 
-COMMANDS = ("serve", "check", "demo")
+COMMANDS = ("serve", "check", "demo", "version")
+DEFAULT_LISTEN = ("127.0.0.1", 8080)
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def version() -> str:
+    return f"pyproxy {importlib.metadata.version('pyproxy')}"
 
 
 def parse_hostport(text: str, default_port: int | None = None) -> tuple[str, int]:
-    """``HOST:PORT`` (``[v6]:PORT`` for IPv6); the port may be omitted when a default exists."""
+    """``HOST:PORT`` (``[v6]:PORT`` for IPv6); the port may be omitted when a default exists.
+    ``PORT`` alone and ``:PORT`` mean 127.0.0.1."""
+    if text.isdigit() or text.startswith(":") and text.count(":") == 1:
+        text = "127.0.0.1:" + text.lstrip(":")
     if text.startswith("["):
         host, _, rest = text[1:].partition("]")
         port = rest[1:] if rest.startswith(":") else rest
@@ -41,6 +52,10 @@ def _resolver(text: str) -> tuple[str, int]:
     return parse_hostport(text, default_port=53)
 
 
+def _admin(text: str) -> tuple[str, int] | None:
+    return None if text == "off" else parse_hostport(text)
+
+
 def _positive(text: str) -> float:
     try:
         value = float(text)
@@ -52,37 +67,43 @@ def _positive(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pyproxy", description="Gateway API reverse proxy.")
-    sub = parser.add_subparsers(dest="command")
+    parser = argparse.ArgumentParser(prog="pyproxy", description="Gateway API reverse proxy.",
+                                     epilog="Without a command, pyproxy runs serve.")
+    parser.add_argument("--version", action="version", version=version())
+    sub = parser.add_subparsers(dest="command", title="commands", metavar="COMMAND")
 
     def serve_options(p: argparse.ArgumentParser, config_required: bool) -> None:
         p.add_argument("--config", action="append", required=config_required, metavar="PATH",
                        help="YAML file or directory (repeatable)")
-        p.add_argument("--listen", type=parse_hostport, default=("127.0.0.1", 8080), metavar="HOST:PORT",
-                       help="implicit HTTP listener used when the config holds no Gateway (default 127.0.0.1:8080)")
+        p.add_argument("--listen", type=parse_hostport, metavar="[HOST:]PORT",
+                       help="implicit HTTP listener used when the config holds no Gateway; PORT alone or :PORT "
+                       "means 127.0.0.1, [v6]:PORT for IPv6 (default 127.0.0.1:8080)")
         p.add_argument("--bind-address", default="0.0.0.0", metavar="HOST",
                        help="address Gateway listeners bind (default 0.0.0.0)")
-        p.add_argument("--admin", type=parse_hostport, default=("127.0.0.1", 19000), metavar="HOST:PORT",
-                       help="admin interface (default 127.0.0.1:19000)")
+        p.add_argument("--admin", type=_admin, default=("127.0.0.1", 19000), metavar="[HOST:]PORT|off",
+                       help="admin interface, or off (default 127.0.0.1:19000)")
         p.add_argument("--resolver", type=_resolver, action="append", metavar="HOST[:PORT]",
                        help="DNS nameserver instead of /etc/resolv.conf (repeatable)")
         p.add_argument("--dns-refresh", type=_positive, default=30.0, metavar="SECONDS",
                        help="refresh interval of FQDN endpoints (default 30)")
         p.add_argument("--access-log", default="-", metavar="-|PATH|off",
                        help="JSON access log destination (default - = stdout)")
-        p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+        p.add_argument("--log-level", type=str.lower, default="info", choices=LOG_LEVELS,
+                       help="debug logs every request: route, upstream, why it was rejected (default info)")
 
     serve_options(sub.add_parser("serve", help="run the proxy (default command)"), config_required=True)
     check = sub.add_parser("check", help="load, validate and translate; print status conditions")
-    check.add_argument("--config", action="append", required=True, metavar="PATH")
-    demo = sub.add_parser("demo", help="offline quick start: a local HTTPS upstream with pyproxy in front")
+    check.add_argument("--config", action="append", required=True, metavar="PATH",
+                       help="YAML file or directory (repeatable)")
+    demo = sub.add_parser("demo", help="offline quick start: pyproxy in front of a local HTTPS upstream")
     serve_options(demo, config_required=False)
+    sub.add_parser("version", help="print the version")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in COMMANDS and argv[0] not in ("-h", "--help"):
+    if not argv or argv[0] not in COMMANDS and argv[0] not in ("-h", "--help", "--version"):
         argv.insert(0, "serve")
     try:
         args = build_parser().parse_args(argv)
@@ -90,6 +111,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(exc.code or 0)
     logging.basicConfig(level=getattr(args, "log_level", "info").upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "version":
+        print(version())
+        return 0
     if args.command == "check":
         try:
             return run_check(args.config)
@@ -121,25 +145,30 @@ def run_check(paths: Sequence[str]) -> int:
     return 0 if result.ok else 1
 
 
-def serve(args: argparse.Namespace, before_start=None) -> int:
+def serve(args: argparse.Namespace, before_start=None, on_ready: Callable[[], None] | None = None) -> int:
     """Run until SIGTERM/SIGINT. ``before_start`` (a coroutine function) runs first on the
-    same loop (the demo starts its upstream there)."""
-    import uvloop
-
+    same loop (the demo starts its upstream there); ``on_ready`` runs once everything listens."""
     from .runtime import Settings
 
     settings = Settings(
         config_paths=tuple(args.config),
-        listen=args.listen,
+        listen=args.listen or DEFAULT_LISTEN,
         bind_address=args.bind_address,
         nameservers=tuple(args.resolver) if args.resolver else None,
         dns_refresh=args.dns_refresh,
         access_log=args.access_log,
     )
-    return uvloop.run(_serve(settings, args.admin, before_start))
+    main = _serve(settings, args.listen is not None, args.admin, before_start, on_ready)
+    try:
+        import uvloop
+    except ImportError:
+        log.warning("uvloop not available; using asyncio's event loop")
+        return asyncio.run(main)
+    return uvloop.run(main)
 
 
-async def _serve(settings, admin_address: tuple[str, int], before_start) -> int:
+async def _serve(settings, listen_given: bool, admin_address: tuple[str, int] | None, before_start,
+                 on_ready: Callable[[], None] | None) -> int:
     from . import admin
     from .runtime import Runtime
 
@@ -147,19 +176,30 @@ async def _serve(settings, admin_address: tuple[str, int], before_start) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    cleanup = await before_start() if before_start is not None else None
     runtime = Runtime(settings)
-    runner = None
+    cleanup = runner = None
     try:
-        runner = await admin.start(runtime, *admin_address)
+        cleanup = await before_start() if before_start is not None else None
+        if admin_address is not None:
+            try:
+                runner = await admin.start(runtime, *admin_address)
+            except OSError as exc:
+                raise listen_error(*admin_address, ADMIN, exc) from exc
+            admin_address = runner.addresses[0][:2]
         await runtime.start()
     except ConfigError as exc:
         print("\n".join(exc.messages), file=sys.stderr)
         return await _shutdown(runtime, runner, cleanup, 1)
-    except OSError as exc:
-        log.error("cannot listen: %s", exc)
+    except ListenError as exc:
+        print(exc, file=sys.stderr)
         return await _shutdown(runtime, runner, cleanup, 1)
-    log.info("ready (admin on %s:%d)", *admin_address)
+    assert runtime.result is not None
+    log.info("ready: %s", summary(runtime.files, runtime.result.config, runtime.ports, admin_address))
+    if listen_given and any(s.kind == "Gateway" for s in runtime.result.statuses):
+        log.warning("--listen %s is unused: the configuration has Gateways, whose listeners bind their "
+                    "spec.listeners[].port on --bind-address", format_address(*settings.listen))
+    if on_ready is not None:
+        on_ready()
     # Everything loaded so far (modules, the compiled config) lives as long as the process:
     # keep it out of the cyclic collector, whose full collections would otherwise walk it
     # again and again under load.

@@ -26,6 +26,20 @@ log = logging.getLogger("pyproxy")
 _encode = json.JSONEncoder(separators=(",", ":")).encode
 
 
+def describe(entry: dict) -> str:
+    """An access-log entry as one readable debug line: the request, the route chosen, the
+    upstream picked, and (for the proxy's own answers) why."""
+    request = f"{entry['method'] or '-'} {entry[':authority'] or '-'}{entry['x-envoy-origin-path'] or ''}"
+    line = f"{request} -> {entry['response_code']}"
+    if entry["route_name"]:
+        line += f" route={entry['route_name']}"
+    if entry["upstream_host"]:
+        line += f" upstream={entry['upstream_host']} ({entry['upstream_cluster']})"
+    if entry["response_flags"] != "-":
+        line += f" flags={entry['response_flags']}"
+    return line + f" details={entry['response_code_details'] or '-'}"
+
+
 def format_time(epoch: float) -> str:
     """RFC 3339 with milliseconds in UTC, as Envoy's %START_TIME%."""
     dt = datetime.datetime.fromtimestamp(epoch, datetime.UTC)

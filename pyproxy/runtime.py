@@ -21,6 +21,7 @@ from .dataplane.pool import Pool
 from .dataplane.server import HttpProtocol
 from .errors import ConfigError
 from .observe import AccessLog
+from .startup import group_purpose, listen_error
 from .translate.status import ObjectStatus, Result
 
 log = logging.getLogger("pyproxy")
@@ -37,9 +38,17 @@ class Settings:
     limits: Limits = DEFAULT_LIMITS
 
 
-def load(settings: Settings) -> Result:
+@dataclass(frozen=True)
+class Loaded:
+    files: tuple[str, ...]  # every file a document was read from, in order
+    result: Result
+
+
+def load(settings: Settings) -> Loaded:
     """Read and translate the configuration; raises ConfigError on shape errors."""
-    return _translate(_read(settings), settings)
+    loaded = _read(settings)
+    files = dict.fromkeys(doc.location.file for doc in (*loaded.resources, *loaded.skipped))
+    return Loaded(tuple(files), _translate(loaded, settings))
 
 
 def _read(settings: Settings) -> config_room.Loaded:
@@ -84,12 +93,14 @@ class Runtime:
         self.context: Context | None = None
         self._servers: list[asyncio.base_events.Server] = []
         self.ports: dict[tuple[str, int], int] = {}
+        self.files: tuple[str, ...] = ()
 
     async def start(self) -> None:
-        """Load, compile and bind every listener. Raises ConfigError or OSError (bind)."""
-        result = load(self.settings)
-        report_conditions(result)
-        await self.serve(result)
+        """Load, compile and bind every listener. Raises ConfigError or ListenError."""
+        loaded = load(self.settings)
+        self.files = loaded.files
+        report_conditions(loaded.result)
+        await self.serve(loaded.result)
 
     async def serve(self, result: Result) -> None:
         """Compile a translated config and bind its listeners; ``ports`` records the bound
@@ -106,11 +117,14 @@ class Runtime:
             def factory(key=key, scheme=scheme) -> HttpProtocol:
                 return HttpProtocol(ctx, key, scheme)
 
-            server = await loop.create_server(factory, host=group.address, port=group.port, ssl=group.ssl_context,
-                                              reuse_address=True, backlog=1024)
+            try:
+                server = await loop.create_server(factory, host=group.address, port=group.port,
+                                                  ssl=group.ssl_context, reuse_address=True, backlog=1024)
+            except OSError as exc:
+                listeners = [lst for lst in result.config.listeners if (lst.address, lst.port) == key]
+                raise listen_error(group.address, group.port, group_purpose(listeners), exc) from exc
             self._servers.append(server)
             self.ports[key] = server.sockets[0].getsockname()[1]
-            log.info("listening on %s:%d (%s)", group.address, group.port, scheme)
         self.ready = True
 
     async def stop(self) -> None:

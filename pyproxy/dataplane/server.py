@@ -24,6 +24,7 @@ from typing import cast
 
 from .. import errors
 from ..errors import ProxyError
+from ..observe import describe
 from . import http, tls
 from .context import Context
 from .decide import decide
@@ -414,8 +415,14 @@ class HttpProtocol(asyncio.Protocol):
         self._finish(ex)
 
     def _log(self, ex: Exchange) -> None:
-        if self.ctx.access_log.enabled:
-            self.ctx.access_log.write(access_entry(ex, self.local, self.peer))
+        access_log = self.ctx.access_log
+        debug = log.isEnabledFor(logging.DEBUG)
+        if access_log.enabled or debug:
+            entry = access_entry(ex, self.local, self.peer)
+            if access_log.enabled:
+                access_log.write(entry)
+            if debug:
+                log.debug("%s %s", self.peer, describe(entry))
 
     # ------------------------------------------------------------------ errors and closing
 

@@ -6,6 +6,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -13,7 +14,7 @@ from dataclasses import dataclass
 
 
 def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
         s.bind((host, 0))
         return s.getsockname()[1]
 
@@ -66,3 +67,65 @@ def start_proxy(*args: str, env: dict | None = None) -> ProxyProcess:
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, **(env or {})})
     return ProxyProcess(proc, listen_port, admin_port)
+
+
+class CliProcess:
+    """The CLI in a subprocess whose stderr lines are collected on a thread, so a test can wait
+    for a line (readiness without the admin port) with a deadline."""
+
+    def __init__(self, *args: str, env: dict | None = None) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "pyproxy", *args], stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
+        self.lines: list[str] = []
+        self._closed = False
+        self._changed = threading.Condition()
+        self._reader = threading.Thread(target=self._read, name="stderr-reader", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            with self._changed:
+                self.lines.append(line.rstrip("\n"))
+                self._changed.notify_all()
+        with self._changed:
+            self._closed = True
+            self._changed.notify_all()
+
+    def wait_for(self, text: str, timeout: float = 20) -> str:
+        """The first stderr line containing ``text``."""
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while True:
+                for line in self.lines:
+                    if text in line:
+                        return line
+                remaining = deadline - time.monotonic()
+                if self._closed or remaining <= 0:
+                    raise AssertionError(f"no stderr line with {text!r}:\n" + "\n".join(self.lines))
+                self._changed.wait(remaining)
+
+    def stop(self, timeout: float = 10) -> tuple[int, list[str]]:
+        """SIGTERM, then the exit code and every stderr line."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = self.proc.wait(5)
+        self._reader.join(5)
+        return code, self.lines
+
+
+def message(line: str) -> str:
+    """A log line without its timestamp, level and logger name."""
+    return line.split(": ", 1)[1]
+
+
+def shim(directory, *modules: str) -> dict:
+    """Environment that makes ``modules`` unimportable in a subprocess: a module of each name
+    that raises ImportError, first on PYTHONPATH."""
+    for name in modules:
+        (directory / f"{name}.py").write_text(f"raise ImportError('{name} hidden by a test shim')\n")
+    return {"PYTHONPATH": os.pathsep.join(filter(None, [str(directory), os.environ.get("PYTHONPATH")]))}

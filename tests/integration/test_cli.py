@@ -173,9 +173,12 @@ async def test_admin_ready_and_config_dump_then_clean_sigterm():
     assert "Traceback" not in err
 
 
-async def test_demo_serves_offline_through_verified_tls():
-    """`pyproxy demo`: a local HTTPS upstream with a fresh CA, pyproxy in front, seed-shaped."""
-    proxy = start_proxy("demo", "--access-log", "off")
+async def test_demo_serves_offline_through_verified_tls(tmp_path):
+    """`pyproxy demo`: a local HTTPS upstream with a fresh CA, pyproxy in front, seed-shaped;
+    it leaves no temporary directory behind."""
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    proxy = start_proxy("demo", "--access-log", "off", env={"TMPDIR": str(tmpdir)})
     try:
         await asyncio.to_thread(proxy.wait_ready)
 
@@ -191,10 +194,12 @@ async def test_demo_serves_offline_through_verified_tls():
         assert body["headers"]["Host"] == "localhost"
         assert body["headers"]["X-Forwarded-Host"] == "www.example.com"
         assert body["served_by"] == "pyproxy demo upstream over TLS"
+        assert [p.name for p in tmpdir.iterdir()] != []  # the generated config, while running
     finally:
         code, _, err = proxy.stop()
     assert code == 0, err
-    assert "curl -H 'Host: www.example.com'" in err
+    assert f"try:    curl -H 'Host: www.example.com' http://127.0.0.1:{proxy.listen_port}/get" in err.splitlines()
+    assert list(tmpdir.iterdir()) == []
 
 
 def _indented(pem: str) -> str:
