@@ -170,13 +170,18 @@ def serve(args: argparse.Namespace, before_start=None, on_ready: Callable[[], No
 async def _serve(settings, listen_given: bool, admin_address: tuple[str, int] | None, before_start,
                  on_ready: Callable[[], None] | None) -> int:
     from . import admin
+    from .observe import AccessLogError
     from .runtime import Runtime
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    runtime = Runtime(settings)
+    try:
+        runtime = Runtime(settings)
+    except AccessLogError as exc:
+        print(exc, file=sys.stderr)
+        return 1
     cleanup = runner = None
     try:
         cleanup = await before_start() if before_start is not None else None

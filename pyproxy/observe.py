@@ -152,6 +152,10 @@ class _Writer:
             log.warning("access log: cannot write to %s: %s", self.name, exc)
 
 
+class AccessLogError(Exception):
+    """The access log file cannot be opened; the message names the path and the flag."""
+
+
 class AccessLog:
     """``target`` is ``-`` (stdout), ``off``, or a file path (appended).
 
@@ -172,7 +176,11 @@ class AccessLog:
         if target == "-":
             self._writer = _Writer(sys.stdout.fileno(), False, "stdout", buffer_limit)
         elif self.enabled:
-            fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
+            try:
+                fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
+            except OSError as exc:
+                raise AccessLogError(f"cannot open the access log {target} (--access-log): "
+                                     f"{exc.strerror or exc}") from exc
             self._writer = _Writer(fd, True, target, buffer_limit)
 
     @property

@@ -127,6 +127,15 @@ def test_a_busy_gateway_port_names_the_listener_and_where_its_port_comes_from(tm
     assert "Traceback" not in result.stderr
 
 
+def test_an_access_log_that_cannot_be_opened_names_its_flag(tmp_path):
+    target = tmp_path / "missing-dir" / "access.log"
+    result = run_cli("--config", str(SEED), "--admin", "off", "--listen", str(free_port()),
+                     "--access-log", str(target))
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"cannot open the access log {target} (--access-log): No such file or directory"]
+
+
 def test_demo_with_a_busy_port_prints_no_curl_command():
     with occupied() as busy:
         result = run_cli("demo", "--listen", str(busy), "--admin", "off", "--access-log", "off")
