@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -94,6 +95,10 @@ class Runtime:
         self._servers: list[asyncio.base_events.Server] = []
         self.ports: dict[tuple[str, int], int] = {}
         self.files: tuple[str, ...] = ()
+        self.started = time.time()
+        self.generation = 0  # the configuration serving: 1 after start, +1 per successful reload
+        self.last_reload_error: str | None = None  # the messages of the last failed reload, until one succeeds
+        self.reloads = {"success": 0, "failure": 0}
 
     async def start(self) -> None:
         """Load, compile and bind every listener. Raises ConfigError or ListenError."""
@@ -125,6 +130,7 @@ class Runtime:
                 raise listen_error(group.address, group.port, group_purpose(listeners), exc) from exc
             self._servers.append(server)
             self.ports[key] = server.sockets[0].getsockname()[1]
+        self.generation += 1
         self.ready = True
 
     async def stop(self) -> None:
