@@ -6,22 +6,17 @@ traceback.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import gc
 import importlib.metadata
 import logging
 import os
-import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from .errors import ConfigError
-from .startup import ADMIN, ListenError, format_address, listen_error, summary
 
 log = logging.getLogger("pyproxy")
 
 COMMANDS = ("serve", "check", "demo", "version")
-DEFAULT_LISTEN = ("127.0.0.1", 8080)
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -88,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="refresh interval of FQDN endpoints (default 30)")
         p.add_argument("--access-log", default="-", metavar="-|PATH|off",
                        help="JSON access log destination (default - = stdout)")
+        p.add_argument("--no-watch", dest="watch", action="store_false",
+                       help="do not reload when a --config path changes (SIGHUP still reloads)")
+        p.add_argument("--drain-timeout", type=_positive, default=30.0, metavar="SECONDS",
+                       help="on SIGTERM/SIGINT, how long in-flight requests may take to finish (default 30)")
         p.add_argument("--log-level", type=str.lower, default="info", choices=LOG_LEVELS,
                        help="debug logs every request: route, upstream, why it was rejected (default info)")
 
@@ -124,6 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         from . import demo
         return demo.main(args)
+    from .serve import serve
     return serve(args)
 
 
@@ -143,81 +143,3 @@ def run_check(paths: Sequence[str]) -> int:
             print(f"  {cond.type}={cond.status} ({cond.reason}){parent}{message}")
     print("ok" if result.ok else "errors found")
     return 0 if result.ok else 1
-
-
-def serve(args: argparse.Namespace, before_start=None, on_ready: Callable[[], None] | None = None) -> int:
-    """Run until SIGTERM/SIGINT. ``before_start`` (a coroutine function) runs first on the
-    same loop (the demo starts its upstream there); ``on_ready`` runs once everything listens."""
-    from .runtime import Settings
-
-    settings = Settings(
-        config_paths=tuple(args.config),
-        listen=args.listen or DEFAULT_LISTEN,
-        bind_address=args.bind_address,
-        nameservers=tuple(args.resolver) if args.resolver else None,
-        dns_refresh=args.dns_refresh,
-        access_log=args.access_log,
-    )
-    main = _serve(settings, args.listen is not None, args.admin, before_start, on_ready)
-    try:
-        import uvloop
-    except ImportError:
-        log.warning("uvloop not available; using asyncio's event loop")
-        return asyncio.run(main)
-    return uvloop.run(main)
-
-
-async def _serve(settings, listen_given: bool, admin_address: tuple[str, int] | None, before_start,
-                 on_ready: Callable[[], None] | None) -> int:
-    from . import admin
-    from .observe import AccessLogError
-    from .runtime import Runtime
-
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        runtime = Runtime(settings)
-    except AccessLogError as exc:
-        print(exc, file=sys.stderr)
-        return 1
-    cleanup = runner = None
-    try:
-        cleanup = await before_start() if before_start is not None else None
-        if admin_address is not None:
-            try:
-                runner = await admin.start(runtime, *admin_address)
-            except OSError as exc:
-                raise listen_error(*admin_address, ADMIN, exc) from exc
-            admin_address = runner.addresses[0][:2]
-        await runtime.start()
-    except ConfigError as exc:
-        print("\n".join(exc.messages), file=sys.stderr)
-        return await _shutdown(runtime, runner, cleanup, 1)
-    except ListenError as exc:
-        print(exc, file=sys.stderr)
-        return await _shutdown(runtime, runner, cleanup, 1)
-    assert runtime.result is not None
-    log.info("ready: %s", summary(runtime.files, runtime.result.config, runtime.ports, admin_address))
-    if listen_given and any(s.kind == "Gateway" for s in runtime.result.statuses):
-        log.warning("--listen %s is unused: the configuration has Gateways, whose listeners bind their "
-                    "spec.listeners[].port on --bind-address", format_address(*settings.listen))
-    if on_ready is not None:
-        on_ready()
-    # Everything loaded so far (modules, the compiled config) lives as long as the process:
-    # keep it out of the cyclic collector, whose full collections would otherwise walk it
-    # again and again under load.
-    gc.freeze()
-    await stop.wait()
-    log.info("shutting down")
-    return await _shutdown(runtime, runner, cleanup, 0)
-
-
-async def _shutdown(runtime, runner, cleanup, code: int) -> int:
-    await runtime.stop()
-    if runner is not None:
-        await runner.cleanup()
-    if cleanup is not None:
-        await cleanup()
-    return code

@@ -20,8 +20,8 @@ import tempfile
 
 from aiohttp import web
 
-from . import cli
-from .startup import format_address, listen_error
+from .serve import serve
+from .startup import DEFAULT_LISTEN, format_address, listen_error
 
 UPSTREAM_NAME = "localhost"  # resolves through /etc/hosts on every machine; needs no DNS
 
@@ -149,7 +149,7 @@ def main(args: argparse.Namespace) -> int:
 
         def announce() -> None:
             """Printed once every port listens, so the curl command works when it is shown."""
-            address = format_address(*(args.listen or cli.DEFAULT_LISTEN))
+            address = format_address(*(args.listen or DEFAULT_LISTEN))
             print(
                 f"pyproxy demo: HTTPS upstream on https://{UPSTREAM_NAME}:{upstream_port} (CA made just now)\n"
                 f"config: {config_file}\n"
@@ -159,6 +159,6 @@ def main(args: argparse.Namespace) -> int:
                 flush=True,
             )
 
-        return cli.serve(args, before_start=start_upstream, on_ready=announce)
+        return serve(args, before_start=start_upstream, on_ready=announce)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

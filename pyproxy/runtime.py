@@ -21,8 +21,9 @@ from .dataplane.limits import Limits
 from .dataplane.pool import Pool
 from .dataplane.server import HttpProtocol
 from .errors import ConfigError
+from .listeners import Listeners
 from .observe import AccessLog
-from .startup import group_purpose, listen_error
+from .startup import ListenError, group_purpose
 from .translate.status import ObjectStatus, Result
 
 log = logging.getLogger("pyproxy")
@@ -83,69 +84,128 @@ def report_conditions(result: Result) -> None:
 
 
 class Runtime:
+    """The serving process's state. ``start`` loads and binds; ``reload`` builds a complete
+    new snapshot off the serving path and swaps it in with one assignment (a failed load
+    changes nothing); ``drain`` stops gracefully; ``stop`` releases everything."""
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.result: Result | None = None
         self.snapshot: Snapshot | None = None
         self.ready = False
+        self.draining = False
         self.resolver = Resolver(settings.nameservers, settings.dns_refresh)
         self.pool = Pool(settings.limits)
         self.access_log = AccessLog(settings.access_log)
         self.context: Context | None = None
-        self._servers: list[asyncio.base_events.Server] = []
-        self.ports: dict[tuple[str, int], int] = {}
+        self.listeners = Listeners(self._protocol)
         self.files: tuple[str, ...] = ()
         self.started = time.time()
         self.generation = 0  # the configuration serving: 1 after start, +1 per successful reload
         self.last_reload_error: str | None = None  # the messages of the last failed reload, until one succeeds
         self.reloads = {"success": 0, "failure": 0}
+        self._reloading = asyncio.Lock()
+
+    @property
+    def ports(self) -> dict[tuple[str, int], int]:
+        """The bound port of each listener group (it differs from the configured port only when that is 0)."""
+        return self.listeners.ports
 
     async def start(self) -> None:
         """Load, compile and bind every listener. Raises ConfigError or ListenError."""
         loaded = load(self.settings)
-        self.files = loaded.files
         report_conditions(loaded.result)
-        await self.serve(loaded.result)
+        await self._apply(loaded)
 
     async def serve(self, result: Result) -> None:
-        """Compile a translated config and bind its listeners; ``ports`` records the bound
-        port of each listener group (they differ from the configured port only when that is 0)."""
-        snapshot = await compile_config(result.config)
-        self.result, self.snapshot = result, snapshot
-        self.context = Context(snapshot, self.resolver, self.pool, self.access_log, self.settings.limits)
-        self.resolver.set_watched(snapshot.dns_names)
-        loop = asyncio.get_running_loop()
-        ctx = self.context
-        for key, group in snapshot.groups.items():
-            scheme = "https" if group.ssl_context is not None else "http"
+        """Compile an already translated config and bind its listeners."""
+        await self._apply(Loaded(self.files, result))
 
-            def factory(key=key, scheme=scheme) -> HttpProtocol:
-                return HttpProtocol(ctx, key, scheme)
-
+    async def reload(self) -> bool:
+        """Load the configuration again and serve it. In-flight requests finish on the
+        snapshot they started on; keep-alive connections route their next request on the new
+        one; listener sockets are bound or drained as the change says. When the new config
+        does not load or a new socket cannot be bound, nothing changes: the error is logged
+        (the same messages as ``check``) and kept in ``last_reload_error``. Returns whether
+        the new config serves. Concurrent calls run one after the other."""
+        async with self._reloading:
+            if self.draining:
+                return False
             try:
-                server = await loop.create_server(factory, host=group.address, port=group.port,
-                                                  ssl=group.ssl_context, reuse_address=True, backlog=1024)
-            except OSError as exc:
-                listeners = [lst for lst in result.config.listeners if (lst.address, lst.port) == key]
-                raise listen_error(group.address, group.port, group_purpose(listeners), exc) from exc
-            self._servers.append(server)
-            self.ports[key] = server.sockets[0].getsockname()[1]
+                loaded = await asyncio.get_running_loop().run_in_executor(None, load, self.settings)
+            except ConfigError as exc:
+                return self._reload_failed(exc.messages)
+            if self.result is not None and loaded.result == self.result and loaded.files == self.files:
+                log.debug("reload: configuration unchanged (generation %d)", self.generation)
+                return True
+            report_conditions(loaded.result)
+            try:
+                await self._apply(loaded)
+            except ListenError as exc:
+                return self._reload_failed([str(exc)])
+            self.reloads["success"] += 1
+            self.last_reload_error = None
+            log.info("reloaded: generation %d serving", self.generation)
+            return True
+
+    def _reload_failed(self, messages: Sequence[str]) -> bool:
+        for message in messages:
+            log.error("%s", message)
+        log.error("reload failed: generation %d keeps serving", self.generation)
+        self.reloads["failure"] += 1
+        self.last_reload_error = "\n".join(messages)
+        return False
+
+    async def _apply(self, loaded: Loaded) -> None:
+        result = loaded.result
+        snapshot = await compile_config(result.config)
+
+        def purpose(key: tuple[str, int]) -> str:
+            return group_purpose([lst for lst in result.config.listeners if (lst.address, lst.port) == key])
+
+        change = await self.listeners.apply(snapshot, purpose)
+        if self.context is None:
+            self.context = Context(snapshot, self.resolver, self.pool, self.access_log, self.settings.limits)
+        else:
+            self.context.snapshot = snapshot
+        self.result, self.snapshot, self.files = result, snapshot, loaded.files
+        self.resolver.set_watched(snapshot.dns_names)
+        for proto in list(self.context.connections):
+            if proto.group_key in change.removed:
+                proto.drain()
         self.generation += 1
         self.ready = True
 
+    def _protocol(self, key: tuple[str, int], scheme: str) -> HttpProtocol:
+        assert self.context is not None
+        return HttpProtocol(self.context, key, scheme)
+
+    async def drain(self, timeout: float) -> None:
+        """Graceful stop: ``/ready`` turns 503 at once, the sockets stop accepting, idle
+        keep-alive connections close, busy ones answer what they have (the last response with
+        ``Connection: close``); after ``timeout`` seconds the rest is cut and counted."""
+        self.ready = False
+        self.draining = True
+        self.listeners.close()
+        if self.context is None:
+            return
+        busy = len(self.context.connections)
+        log.info("draining %d connection%s (at most %g s)", busy, "" if busy == 1 else "s", timeout)
+        cut = await self.context.drain(timeout)
+        if cut:
+            log.warning("drain timeout: %d connection%s cut", cut, "" if cut == 1 else "s")
+
     async def stop(self) -> None:
         self.ready = False
-        for server in self._servers:
-            server.close()
+        self.listeners.close()
         if self.context is not None:
             self.context.stop()
-            for proto in list(self.context.connections):
+            cut = list(self.context.connections)
+            if cut and self.draining:
+                log.warning("stopped before draining: %d connection%s cut", len(cut), "" if len(cut) == 1 else "s")
+            for proto in cut:
                 proto.transport.close()
-        for server in self._servers:
-            try:
-                await asyncio.wait_for(server.wait_closed(), 5.0)
-            except TimeoutError:
-                log.warning("listener did not close within 5 s")
+        await self.listeners.wait_closed(5.0)
         self.pool.close()
         await self.resolver.close()
         self.access_log.close()

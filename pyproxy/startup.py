@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from . import ir
 
+DEFAULT_LISTEN = ("127.0.0.1", 8080)  # the implicit listener's address without --listen
 IMPLICIT = "the implicit listener (--listen)"
 ADMIN = "the admin interface (--admin)"
 GATEWAY_HINT = "its port comes from the Gateway's spec.listeners[].port, its address from --bind-address"

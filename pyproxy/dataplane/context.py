@@ -33,6 +33,7 @@ class Context:
         self.limits = limits
         self.mirrors = Mirrors(pool, resolver, limits)
         self.connections: set[HttpProtocol] = set()
+        self._emptied: asyncio.Event | None = None
         self._ticker: asyncio.TimerHandle | None = None
         # deadlines fire at most a quarter of the shortest one late (at most a second)
         self._interval = min(1.0, limits.header_timeout / 4, limits.idle_timeout / 4, limits.body_timeout / 4,
@@ -56,6 +57,28 @@ class Context:
             proto.stream_idle(now)
         if self.connections:
             self.watch_deadlines()
+
+    def forget(self, proto: HttpProtocol) -> None:
+        """A connection is gone (its ``connection_lost``)."""
+        self.connections.discard(proto)
+        if not self.connections and self._emptied is not None:
+            self._emptied.set()
+
+    async def drain(self, timeout: float) -> int:
+        """Drain every connection (``HttpProtocol.drain``) and wait until all are gone or
+        ``timeout`` passes; then close the rest. Returns how many were cut."""
+        self._emptied = asyncio.Event()
+        for proto in list(self.connections):
+            proto.drain()
+        if self.connections:
+            try:
+                await asyncio.wait_for(self._emptied.wait(), timeout)
+            except TimeoutError:
+                pass
+        cut = list(self.connections)
+        for proto in cut:
+            proto.transport.close()
+        return len(cut)
 
     def stop(self) -> None:
         if self._ticker is not None:

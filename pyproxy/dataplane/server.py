@@ -111,7 +111,7 @@ class HttpProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self.ctx.connections.discard(self)
+        self.ctx.forget(self)
         self.deadline_cb = None
         if self.linger is not None:
             self.linger.cancel()
@@ -382,11 +382,27 @@ class HttpProtocol(asyncio.Protocol):
 
     def _closes_after(self, ex: Exchange) -> bool:
         """Whether the response now being written is the connection's last: its request
-        ends the connection (or its body will not be read), or the connection is closing and
-        nothing else will be answered (a deferred error still is)."""
+        ends the connection (or its body will not be read), the connection is closing and
+        nothing else will be answered (a deferred error still is), or no request after this
+        one will be read (``LAST``, e.g. draining) and none is waiting behind it."""
         if not ex.head.keep_alive or ex.req is not Req.DONE:
             return True
-        return self.keep is Conn.CLOSING and self.deferred_error is None
+        if self.deferred_error is not None:
+            return False
+        if self.keep is Conn.CLOSING:
+            return True
+        return self.keep is Conn.LAST and self.reading is None and (not self.queue or self.queue[-1] is ex)
+
+    def drain(self) -> None:
+        """Stop serving this connection gracefully (shutdown, or its listener removed by a
+        reload): an idle keep-alive connection closes now; otherwise the requests already
+        received are answered, the last with ``Connection: close``, and nothing more is read.
+        A connection that has not sent its first request yet gets that one answered."""
+        if self.closed:
+            return
+        self.keep = step(KEEP_ALIVE, self.keep, Ev.LAST)
+        if self.served and not self.queue and self.reading is None and not self.reader.in_head:
+            self._close()
 
     # ------------------------------------------------------------------ the one local-reply path
 

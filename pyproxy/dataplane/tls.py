@@ -189,6 +189,24 @@ def _server_context(certs: tuple[ir.Certificate, ...]) -> ssl.SSLContext:
     return default
 
 
+def switching_context(current: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
+    """A server context for a listening socket that outlives reloads: it carries no
+    certificate of its own; at each handshake its ``sni_callback`` switches the connection to
+    ``current()`` (the socket's context in the snapshot serving now) and lets that context's
+    own selector pick the certificate. A reload that changes certificates thus needs no new
+    socket, and handshakes in progress keep the context they started with."""
+    front = _new_server_context()
+
+    def switch(ssl_object: ssl.SSLObject, server_name: str | None, _front: ssl.SSLContext) -> None:
+        ctx = current()
+        ssl_object.context = ctx
+        if ctx.sni_callback is not None and server_name is not None:
+            ctx.sni_callback(ssl_object, server_name, ctx)
+
+    front.sni_callback = switch
+    return front
+
+
 # The server name each TLS connection asked for: server-side SSLObjects do not expose it, so
 # the sni_callback records it (needed to answer 421 when Host and SNI pick different listeners).
 _server_names: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()

@@ -1,0 +1,162 @@
+"""Running the proxy: ``pyproxy serve`` and ``pyproxy demo`` both come here.
+
+Signals, as operators of nginx and Envoy expect them:
+- SIGTERM / SIGINT: drain (``/ready`` 503 at once, sockets stop accepting, in-flight requests
+  finish, idle keep-alive connections close), exit 0 when empty or after ``--drain-timeout``;
+  a second one stops at once.
+- SIGHUP: reload the configuration (as does a change to a ``--config`` path unless
+  ``--no-watch``). A config that does not load changes nothing.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from .errors import ConfigError
+from .startup import ADMIN, DEFAULT_LISTEN, ListenError, format_address, listen_error, summary
+
+log = logging.getLogger("pyproxy")
+
+BeforeStart = Callable[[], Awaitable[Callable[[], Awaitable[object]] | None]]
+
+
+@dataclass(frozen=True)
+class Options:
+    """What the serving loop needs beyond ``runtime.Settings``."""
+
+    listen_given: bool
+    admin: tuple[str, int] | None
+    watch: bool = True
+    drain_timeout: float = 30.0
+
+
+def serve(args: argparse.Namespace, before_start: BeforeStart | None = None,
+          on_ready: Callable[[], None] | None = None) -> int:
+    """Run until SIGTERM/SIGINT. ``before_start`` (a coroutine function returning a cleanup
+    coroutine function or None) runs first on the same loop (the demo starts its upstream
+    there); ``on_ready`` runs once everything listens."""
+    from .runtime import Settings
+
+    settings = Settings(
+        config_paths=tuple(args.config),
+        listen=args.listen or DEFAULT_LISTEN,
+        bind_address=args.bind_address,
+        nameservers=tuple(args.resolver) if args.resolver else None,
+        dns_refresh=args.dns_refresh,
+        access_log=args.access_log,
+    )
+    options = Options(listen_given=args.listen is not None, admin=args.admin, watch=args.watch,
+                      drain_timeout=args.drain_timeout)
+    main = _serve(settings, options, before_start, on_ready)
+    try:
+        import uvloop
+    except ImportError:
+        log.warning("uvloop not available; using asyncio's event loop")
+        return asyncio.run(main)
+    return uvloop.run(main)
+
+
+async def _serve(settings, options: Options, before_start: BeforeStart | None,
+                 on_ready: Callable[[], None] | None) -> int:
+    from . import admin
+    from .observe import AccessLogError
+    from .runtime import Runtime
+
+    try:
+        runtime = Runtime(settings)
+    except AccessLogError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    signals = _Signals(runtime)
+    cleanup = runner = None
+    admin_address = options.admin
+    try:
+        cleanup = await before_start() if before_start is not None else None
+        if admin_address is not None:
+            try:
+                runner = await admin.start(runtime, *admin_address)
+            except OSError as exc:
+                raise listen_error(*admin_address, ADMIN, exc) from exc
+            admin_address = runner.addresses[0][:2]
+        await runtime.start()
+    except ConfigError as exc:
+        print("\n".join(exc.messages), file=sys.stderr)
+        return await _shutdown(runtime, runner, cleanup, 1)
+    except ListenError as exc:
+        print(exc, file=sys.stderr)
+        return await _shutdown(runtime, runner, cleanup, 1)
+    assert runtime.result is not None
+    log.info("ready: %s", summary(runtime.files, runtime.result.config, runtime.ports, admin_address))
+    if options.listen_given and any(s.kind == "Gateway" for s in runtime.result.statuses):
+        log.warning("--listen %s is unused: the configuration has Gateways, whose listeners bind their "
+                    "spec.listeners[].port on --bind-address", format_address(*settings.listen))
+    watcher = None
+    if options.watch:
+        from .watch import watch
+
+        watcher = asyncio.create_task(watch(settings.config_paths, runtime.reload, signals.terminated),
+                                      name="pyproxy.watch")
+    if on_ready is not None:
+        on_ready()
+    # Everything loaded so far (modules, the compiled config) lives as long as the process:
+    # keep it out of the cyclic collector, whose full collections would otherwise walk it
+    # again and again under load.
+    gc.freeze()
+    await signals.terminated.wait()
+    if watcher is not None:
+        watcher.cancel()
+    await signals.drain(options.drain_timeout)
+    log.info("stopped")
+    return await _shutdown(runtime, runner, cleanup, 0)
+
+
+class _Signals:
+    """The process's signal handlers and the tasks they start (each owned here)."""
+
+    def __init__(self, runtime) -> None:
+        self.runtime = runtime
+        self.terminated = asyncio.Event()
+        self._draining: asyncio.Task | None = None
+        self._reloads: set[asyncio.Task] = set()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self._terminate, sig)
+        loop.add_signal_handler(signal.SIGHUP, self._reload)
+
+    def _terminate(self, sig: signal.Signals) -> None:
+        if not self.terminated.is_set():
+            log.info("%s: draining; send it again to stop at once", sig.name)
+            self.terminated.set()
+        elif self._draining is not None and not self._draining.done():
+            log.warning("%s again: stopping now", sig.name)
+            self._draining.cancel()
+
+    def _reload(self) -> None:
+        if self.terminated.is_set():
+            return
+        log.info("SIGHUP: reloading")
+        task = asyncio.create_task(self.runtime.reload(), name="pyproxy.reload")
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
+
+    async def drain(self, timeout: float) -> None:
+        """The runtime's drain, cut short by a second signal."""
+        for task in self._reloads:
+            task.cancel()
+        self._draining = asyncio.create_task(self.runtime.drain(timeout), name="pyproxy.drain")
+        await asyncio.wait({self._draining})
+
+
+async def _shutdown(runtime, runner, cleanup, code: int) -> int:
+    await runtime.stop()
+    if runner is not None:
+        await runner.cleanup()
+    if cleanup is not None:
+        await cleanup()
+    return code
