@@ -61,6 +61,18 @@ def _positive(text: str) -> float:
     return value
 
 
+def _workers(text: str) -> int:
+    if text == "auto":
+        return os.cpu_count() or 1
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of processes or auto, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected at least 1, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pyproxy", description="Gateway API reverse proxy.",
                                      epilog="Without a command, pyproxy runs serve.")
@@ -90,7 +102,11 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--log-level", type=str.lower, default="info", choices=LOG_LEVELS,
                        help="debug logs every request: route, upstream, why it was rejected (default info)")
 
-    serve_options(sub.add_parser("serve", help="run the proxy (default command)"), config_required=True)
+    serve = sub.add_parser("serve", help="run the proxy (default command)")
+    serve_options(serve, config_required=True)
+    serve.add_argument("--workers", type=_workers, default=1, metavar="N|auto",
+                       help="serving processes sharing each listener (SO_REUSEPORT) under one supervisor; "
+                       "auto = one per CPU (default 1)")
     check = sub.add_parser("check", help="load, validate and translate; print status conditions")
     check.add_argument("--config", action="append", required=True, metavar="PATH",
                        help="YAML file or directory (repeatable)")
@@ -123,6 +139,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         from . import demo
         return demo.main(args)
+    if args.workers > 1:
+        from . import supervisor
+        return supervisor.run(args, argv)
     from .serve import serve
     return serve(args)
 

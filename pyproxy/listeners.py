@@ -45,8 +45,9 @@ class Change:
 
 
 class Listeners:
-    def __init__(self, factory: ProtocolFactory) -> None:
+    def __init__(self, factory: ProtocolFactory, reuse_port: bool = False) -> None:
         self._factory = factory
+        self._reuse_port = reuse_port
         self._bound: dict[Key, Bound] = {}
         self._contexts: dict[Key, ssl.SSLContext] = {}  # what each HTTPS socket's handshakes switch to
 
@@ -92,7 +93,8 @@ class Listeners:
         loop = asyncio.get_running_loop()
         try:
             server = await loop.create_server(lambda: self._factory(key, scheme), host=group.address,
-                                              port=group.port, ssl=front, reuse_address=True, backlog=1024)
+                                              port=group.port, ssl=front, reuse_address=True,
+                                              reuse_port=self._reuse_port or None, backlog=1024)
         except OSError as exc:
             raise listen_error(group.address, group.port, purpose(key), exc) from exc
         return Bound(scheme, server, server.sockets[0].getsockname()[1])

@@ -38,6 +38,7 @@ class Settings:
     dns_refresh: float = 30.0
     access_log: str = "-"
     limits: Limits = DEFAULT_LIMITS
+    reuse_port: bool = False  # SO_REUSEPORT: worker processes share each listener
 
 
 @dataclass(frozen=True)
@@ -98,7 +99,7 @@ class Runtime:
         self.pool = Pool(settings.limits)
         self.access_log = AccessLog(settings.access_log)
         self.context: Context | None = None
-        self.listeners = Listeners(self._protocol)
+        self.listeners = Listeners(self._protocol, reuse_port=settings.reuse_port)
         self.files: tuple[str, ...] = ()
         self.started = time.time()
         self.generation = 0  # the configuration serving: 1 after start, +1 per successful reload
@@ -112,10 +113,12 @@ class Runtime:
         return self.listeners.ports
 
     async def start(self) -> None:
-        """Load, compile and bind every listener. Raises ConfigError or ListenError."""
-        loaded = load(self.settings)
-        report_conditions(loaded.result)
-        await self._apply(loaded)
+        """Load, compile and bind every listener. Raises ConfigError or ListenError. A reload
+        asked for meanwhile (the watcher starts first) runs once this is done."""
+        async with self._reloading:
+            loaded = load(self.settings)
+            report_conditions(loaded.result)
+            await self._apply(loaded)
 
     async def serve(self, result: Result) -> None:
         """Compile an already translated config and bind its listeners."""
@@ -129,8 +132,8 @@ class Runtime:
         (the same messages as ``check``) and kept in ``last_reload_error``. Returns whether
         the new config serves. Concurrent calls run one after the other."""
         async with self._reloading:
-            if self.draining:
-                return False
+            if self.draining or self.generation == 0:
+                return False  # stopping, or the first load failed (the process is exiting)
             try:
                 loaded = await asyncio.get_running_loop().run_in_executor(None, load, self.settings)
             except ConfigError as exc:

@@ -12,7 +12,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -34,6 +36,7 @@ class Options:
     admin: tuple[str, int] | None
     watch: bool = True
     drain_timeout: float = 30.0
+    worker_pipes: tuple[int, int] | None = None  # (report, lifeline) when run by a supervisor
 
 
 def serve(args: argparse.Namespace, before_start: BeforeStart | None = None,
@@ -42,7 +45,9 @@ def serve(args: argparse.Namespace, before_start: BeforeStart | None = None,
     coroutine function or None) runs first on the same loop (the demo starts its upstream
     there); ``on_ready`` runs once everything listens."""
     from .runtime import Settings
+    from .supervisor import worker_pipes
 
+    pipes = worker_pipes()
     settings = Settings(
         config_paths=tuple(args.config),
         listen=args.listen or DEFAULT_LISTEN,
@@ -50,9 +55,10 @@ def serve(args: argparse.Namespace, before_start: BeforeStart | None = None,
         nameservers=tuple(args.resolver) if args.resolver else None,
         dns_refresh=args.dns_refresh,
         access_log=args.access_log,
+        reuse_port=pipes is not None,
     )
     options = Options(listen_given=args.listen is not None, admin=args.admin, watch=args.watch,
-                      drain_timeout=args.drain_timeout)
+                      drain_timeout=args.drain_timeout, worker_pipes=pipes)
     main = _serve(settings, options, before_start, on_ready)
     try:
         import uvloop
@@ -74,8 +80,14 @@ async def _serve(settings, options: Options, before_start: BeforeStart | None,
         print(exc, file=sys.stderr)
         return 1
     signals = _Signals(runtime)
-    cleanup = runner = None
+    cleanup = runner = watcher = None
     admin_address = options.admin
+    if options.watch:
+        from .watch import watch
+
+        # watching starts before the first load, so that no change can fall between the two
+        watcher = asyncio.create_task(watch(settings.config_paths, runtime.reload, signals.terminated),
+                                      name="pyproxy.watch")
     try:
         cleanup = await before_start() if before_start is not None else None
         if admin_address is not None:
@@ -85,23 +97,18 @@ async def _serve(settings, options: Options, before_start: BeforeStart | None,
                 raise listen_error(*admin_address, ADMIN, exc) from exc
             admin_address = runner.addresses[0][:2]
         await runtime.start()
-    except ConfigError as exc:
-        print("\n".join(exc.messages), file=sys.stderr)
-        return await _shutdown(runtime, runner, cleanup, 1)
-    except ListenError as exc:
-        print(exc, file=sys.stderr)
+    except (ConfigError, ListenError) as exc:
+        print("\n".join(exc.messages) if isinstance(exc, ConfigError) else exc, file=sys.stderr)
+        if watcher is not None:
+            watcher.cancel()
         return await _shutdown(runtime, runner, cleanup, 1)
     assert runtime.result is not None
     log.info("ready: %s", summary(runtime.files, runtime.result.config, runtime.ports, admin_address))
     if options.listen_given and any(s.kind == "Gateway" for s in runtime.result.statuses):
         log.warning("--listen %s is unused: the configuration has Gateways, whose listeners bind their "
                     "spec.listeners[].port on --bind-address", format_address(*settings.listen))
-    watcher = None
-    if options.watch:
-        from .watch import watch
-
-        watcher = asyncio.create_task(watch(settings.config_paths, runtime.reload, signals.terminated),
-                                      name="pyproxy.watch")
+    if options.worker_pipes is not None:
+        await signals.supervised(*options.worker_pipes, admin_address)
     if on_ready is not None:
         on_ready()
     # Everything loaded so far (modules, the compiled config) lives as long as the process:
@@ -124,18 +131,39 @@ class _Signals:
         self.terminated = asyncio.Event()
         self._draining: asyncio.Task | None = None
         self._reloads: set[asyncio.Task] = set()
+        self._lifeline: asyncio.Task | None = None
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._terminate, sig)
         loop.add_signal_handler(signal.SIGHUP, self._reload)
 
-    def _terminate(self, sig: signal.Signals) -> None:
+    def _terminate(self, sig: signal.Signals | str) -> None:
+        name = sig if isinstance(sig, str) else sig.name
         if not self.terminated.is_set():
-            log.info("%s: draining; send it again to stop at once", sig.name)
+            log.info("%s: draining; send it again to stop at once", name)
             self.terminated.set()
         elif self._draining is not None and not self._draining.done():
-            log.warning("%s again: stopping now", sig.name)
+            log.warning("%s again: stopping now", name)
             self._draining.cancel()
+
+    async def supervised(self, report: int, lifeline: int, admin: tuple[str, int] | None) -> None:
+        """A worker: tell the supervisor where this worker's admin is, and drain when the
+        supervisor is gone (its end of the lifeline pipe closes, however it died)."""
+        with os.fdopen(report, "w") as pipe:
+            pipe.write(json.dumps({"pid": os.getpid(), "admin": list(admin) if admin else None}) + "\n")
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader()
+        transport, _ = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader),
+                                                    os.fdopen(lifeline, "rb"))
+
+        async def wait_for_eof() -> None:
+            try:
+                await reader.read()
+            finally:
+                transport.close()
+            self._terminate("supervisor gone")
+
+        self._lifeline = asyncio.create_task(wait_for_eof(), name="pyproxy.lifeline")
 
     def _reload(self) -> None:
         if self.terminated.is_set():
@@ -149,6 +177,8 @@ class _Signals:
         """The runtime's drain, cut short by a second signal."""
         for task in self._reloads:
             task.cancel()
+        if self._lifeline is not None:
+            self._lifeline.cancel()
         self._draining = asyncio.create_task(self.runtime.drain(timeout), name="pyproxy.drain")
         await asyncio.wait({self._draining})
 

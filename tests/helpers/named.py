@@ -61,9 +61,18 @@ class Named:
         self.name = name
         self.runner: web.AppRunner | None = None
         self.port = 0
+        self.arrived = 0  # requests received
+
+    async def wait_arrived(self, count: int, timeout: float = 10) -> None:
+        """Until ``count`` requests in all have reached this upstream."""
+        async def arrived() -> None:
+            while self.arrived < count:
+                await asyncio.sleep(0.01)
+        await asyncio.wait_for(arrived(), timeout)
 
     async def start(self) -> Named:
         async def answer(request: web.Request) -> web.Response:
+            self.arrived += 1
             if request.path.startswith("/slow"):
                 await asyncio.sleep(float(request.path[6:] or 1))
             return web.Response(text=self.name)

@@ -38,7 +38,7 @@ async def test_sigterm_lets_20_slow_requests_finish_refuses_new_connections_and_
         busy = [await Client.connect(port) for _ in range(20)]
         for conn in busy:
             await conn.send(f"GET /slow/2 HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode())
-        await asyncio.sleep(0.3)  # let the requests reach the upstream (they take 2 s there)
+        await target.wait_arrived(21)  # the idle connection's request, and the 20 slow ones (2 s each)
         proxy.proc.send_signal(signal.SIGTERM)
         await asyncio.to_thread(proxy.wait_for, "SIGTERM: draining")
         assert await asyncio.to_thread(ready, admin) == 503
@@ -63,7 +63,7 @@ async def test_the_drain_timeout_cuts_what_is_left_and_says_how_many(target, tmp
         conns = [await Client.connect(port) for _ in range(3)]
         for conn in conns:
             await conn.send(f"GET /slow/30 HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode())
-        await asyncio.sleep(0.3)
+        await target.wait_arrived(3)
         proxy.proc.send_signal(signal.SIGTERM)
         await asyncio.to_thread(proxy.proc.wait, 15)  # the requests would take 30 s
         for conn in conns:
@@ -81,7 +81,7 @@ async def test_a_second_sigterm_stops_at_once(target, tmp_path):
         await asyncio.to_thread(proxy.wait_for, "ready:")
         conn = await Client.connect(port)
         await conn.send(f"GET /slow/30 HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode())
-        await asyncio.sleep(0.3)
+        await target.wait_arrived(1)
         proxy.proc.send_signal(signal.SIGTERM)
         await asyncio.to_thread(proxy.wait_for, "SIGTERM: draining")
         proxy.proc.send_signal(signal.SIGINT)

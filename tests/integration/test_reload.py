@@ -187,7 +187,9 @@ async def test_listeners_added_and_removed_by_a_reload(targets, tmp_path):
         assert (await added.request("GET", "/", host=HOST)).body == b"a"
         assert (await kept.request("GET", "/", host=HOST)).header("connection") is None
 
+        arrived = a.arrived
         await kept.send(f"GET /slow HTTP/1.1\r\nHost: {HOST}\r\n\r\n".encode())
+        await a.wait_arrived(arrived + 1)
         config.write_text(route_config(a.port, listeners=(second,)))
         proxy.proc.send_signal(signal.SIGHUP)
         await asyncio.to_thread(proxy.wait_for, "reloaded: generation 3")
