@@ -3,7 +3,7 @@
 #   docker run --rm -p 8080:8080 -v "$PWD/my-config:/etc/pyproxy:ro" pyproxy
 # Port 19000 (admin: /ready, /config_dump, ...) is deliberately not published: see README.md,
 # "Container image". tests/integration/test_image.py runs this file's command line outside a
-# container.
+# container and keeps it consistent with config/kubernetes/.
 ARG PYTHON_VERSION=3.12
 
 # Build: install pyproxy and its dependencies (from pyproject.toml) into a virtualenv that the

@@ -1,9 +1,11 @@
-"""The container image, without a container engine (CI has none).
+"""The container image and the Kubernetes example, without a container engine (CI has none).
 
 The Dockerfile's final stage is read and its invariants asserted (a non-root numeric user,
 exec-form commands, SIGTERM, the config at /etc/pyproxy); then exactly its command line runs in
 a subprocess, its paths mapped into a temporary directory filled with what the image bakes in,
-answers its own HEALTHCHECK command and stops on its STOPSIGNAL with exit 0.
+answers its own HEALTHCHECK command and stops on its STOPSIGNAL with exit 0. The manifests in
+config/kubernetes/ must parse and agree with the Dockerfile, and the ConfigMap's files, laid out
+as the kubelet mounts them, must pass ``pyproxy check``.
 """
 from __future__ import annotations
 
@@ -16,9 +18,13 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.helpers.proc import ProxyProcess, free_port
+import pytest
+import yaml
+
+from tests.helpers.proc import ProxyProcess, free_port, run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
+KUBERNETES = ROOT / "config" / "kubernetes"
 CONFIG_DIR = "/etc/pyproxy"
 LISTEN_PORT, ADMIN_PORT = 8080, 19000
 
@@ -112,6 +118,16 @@ def read_image() -> Image:
 
 
 IMAGE = read_image()
+
+
+def manifests() -> dict[str, dict]:
+    """Every document of config/kubernetes/*.yaml by kind (one of each)."""
+    by_kind: dict[str, dict] = {}
+    for path in sorted(KUBERNETES.glob("*.yaml")):
+        for document in yaml.safe_load_all(path.read_text()):
+            assert document["kind"] not in by_kind, f"{path.name}: a second {document['kind']}"
+            by_kind[document["kind"]] = document
+    return by_kind
 
 
 def test_the_image_is_slim_python_with_pyproject_dependencies():
@@ -225,3 +241,94 @@ def test_the_image_command_serves_its_baked_in_config_answers_its_healthcheck_an
     # the baked-in example answers without any upstream or internet
     assert response.status == 301
     assert response.headers["location"] == "https://www.example.com/get"
+
+
+def pod_spec(objects: dict[str, dict]) -> tuple[dict, dict]:
+    """The Deployment's pod spec and its one container."""
+    pod = objects["Deployment"]["spec"]["template"]["spec"]
+    [container] = pod["containers"]
+    return pod, container
+
+
+def test_the_kubernetes_manifests_agree_with_the_image():
+    objects = manifests()
+    assert set(objects) == {"Deployment", "Service", "ConfigMap"}
+    deployment, service, configmap = objects["Deployment"], objects["Service"], objects["ConfigMap"]
+    pod, container = pod_spec(objects)
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    assert deployment["spec"]["replicas"] == 2
+    assert deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert container["image"].partition(":")[0] == "pyproxy"  # the README's `docker build -t pyproxy .`
+    # the image's ENTRYPOINT with its CMD's options, options only added
+    assert "command" not in container
+    args = options(container["args"])
+    assert options(IMAGE.cmd).items() <= args.items()
+    ports = {port["name"]: port["containerPort"] for port in container["ports"]}
+    assert ports == {"http": LISTEN_PORT, "admin": ADMIN_PORT}
+    for probe in ("readinessProbe", "livenessProbe"):
+        request = container[probe]["httpGet"]
+        assert request["path"] == "/ready"
+        assert ports.get(request["port"], request["port"]) == ADMIN_PORT
+    # the kubelet's SIGKILL never cuts a drain short
+    assert pod["terminationGracePeriodSeconds"] > float(args["--drain-timeout"])
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] == IMAGE.uid
+    security = container["securityContext"]
+    assert security["readOnlyRootFilesystem"] is True and security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"]["drop"] == ["ALL"]
+    assert set(container["resources"]) == {"requests", "limits"}
+    # the ConfigMap is the config directory, as a whole (a subPath mount never sees updates)
+    [mount] = [mount for mount in container["volumeMounts"] if mount["mountPath"] == args["--config"]]
+    assert "subPath" not in mount
+    [volume] = [volume for volume in pod["volumes"] if volume["name"] == mount["name"]]
+    assert volume["configMap"]["name"] == configmap["metadata"]["name"]
+    # the Service carries the traffic port only
+    assert service["spec"]["selector"].items() <= labels.items()
+    [port] = service["spec"]["ports"]
+    assert port["port"] == 80 and ports[port["targetPort"]] == LISTEN_PORT
+
+
+def mount_configmap(configmap: dict, root: Path) -> Path:
+    """The ConfigMap's data below ``root`` as the kubelet mounts a ConfigMap volume: the files in
+    a timestamped dot-directory, ``..data`` a symlink to it (swapped on updates) and a symlink
+    per key through ``..data``."""
+    directory = root / CONFIG_DIR.lstrip("/")
+    version = directory / "..2026_01_01_00_00_00.000000000"
+    version.mkdir(parents=True)
+    (directory / "..data").symlink_to(version.name)
+    for key, text in configmap["data"].items():
+        (version / key).write_text(text)
+        (directory / key).symlink_to(f"..data/{key}")
+    return directory
+
+
+def test_the_configmap_mounted_as_the_kubelet_does_passes_check(tmp_path):
+    configmap = manifests()["ConfigMap"]
+    assert configmap["data"] == {"seed-example.yaml": (ROOT / "config" / "seed-example.yaml").read_text()}
+    directory = mount_configmap(configmap, tmp_path)
+    result = run_cli("check", "--config", str(directory))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "ok"
+    # each file read once, through its own name: nothing below the dot-entries a second time
+    routes = [line for line in result.stdout.splitlines() if line.startswith("HTTPRoute ")]
+    assert routes == [f"HTTPRoute default/external-https-backend ({directory}/seed-example.yaml: document 1, line 4)"]
+
+
+def test_check_on_the_manifests_themselves_skips_the_workloads_and_reads_the_configmap_as_data():
+    result = run_cli("check", "--config", str(KUBERNETES))
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert "skipping Deployment pyproxy" in result.stderr
+    assert "skipping Service pyproxy" in result.stderr
+    assert "no HTTPRoute in the configuration" in result.stderr
+
+
+def test_the_deployment_command_serves_the_configmap_and_stops_on_sigterm(tmp_path):
+    objects = manifests()
+    _, container = pod_spec(objects)
+    if "--drain-timeout" not in run_cli("serve", "--help").stdout:
+        pytest.skip("--drain-timeout (graceful drain, issue 8) is not in this build yet")
+    mount_configmap(objects["ConfigMap"], tmp_path)
+    response, stderr = serve_and_stop(IMAGE.entrypoint + container["args"], tmp_path, "other.example.com")
+    assert f"ready: loaded {tmp_path}/etc/pyproxy/seed-example.yaml" in stderr
+    assert response.status == 404  # the seed example routes www.example.com only
