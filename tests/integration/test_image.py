@@ -18,7 +18,6 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pytest
 import yaml
 
 from tests.helpers.proc import ProxyProcess, free_port, run_cli
@@ -326,8 +325,6 @@ def test_check_on_the_manifests_themselves_skips_the_workloads_and_reads_the_con
 def test_the_deployment_command_serves_the_configmap_and_stops_on_sigterm(tmp_path):
     objects = manifests()
     _, container = pod_spec(objects)
-    if "--drain-timeout" not in run_cli("serve", "--help").stdout:
-        pytest.skip("--drain-timeout (graceful drain, issue 8) is not in this build yet")
     mount_configmap(objects["ConfigMap"], tmp_path)
     response, stderr = serve_and_stop(IMAGE.entrypoint + container["args"], tmp_path, "other.example.com")
     assert f"ready: loaded {tmp_path}/etc/pyproxy/seed-example.yaml" in stderr
