@@ -61,7 +61,7 @@ WORKLOADS = {  # name -> (path, body size)
     "small": ("/small", len(SMALL_BODY)),
     "large": ("/large", LARGE_SIZE),
 }
-TARGETS = ("pyproxy", "nginx")
+TARGETS = ("pyproxy", "nginx", "pyproxy-w2")  # pyproxy-w2: --workers 2
 TARGETS_SMALL_RPS = 0.5  # the targets, reported (never asserted)
 TARGETS_LARGE_MIBS = 0.7
 
@@ -476,17 +476,19 @@ def validate(target: Target, large_digest: str) -> None:
                              f"{len(body)} bytes (expected 200 with the {size}-byte body): {body[:200]!r}")
 
 
-def start_pyproxy(procs: Processes, root: Path, upstream_port: int, ca_pem: str, args: argparse.Namespace) -> Target:
-    config_dir = root / "pyproxy-config"
+def start_pyproxy(procs: Processes, root: Path, upstream_port: int, ca_pem: str, args: argparse.Namespace,
+                  name: str = "pyproxy", workers: int = 1) -> Target:
+    config_dir = root / f"{name}-config"
     config_dir.mkdir()
     (config_dir / "bench.yaml").write_text(pyproxy_config(upstream_port, ca_pem))
     port, admin = free_port(PROXY_ADDR), free_port(PROXY_ADDR)
-    log = root / "pyproxy.log"
+    log = root / f"{name}.log"
     python = REPO / ".venv" / "bin" / "python"
     if not python.exists():
         python = Path(sys.executable)
     argv = [str(python), "-m", "pyproxy", "--config", str(config_dir), "--listen", f"{PROXY_ADDR}:{port}",
-            "--admin", f"{PROXY_ADDR}:{admin}", "--access-log", "off", "--log-level", "warning"]
+            "--admin", f"{PROXY_ADDR}:{admin}", "--access-log", "off", "--log-level", "warning",
+            "--workers", str(workers)]
     env = None
     cwd = REPO
     if args.pyproxy_src is not None:
@@ -496,14 +498,15 @@ def start_pyproxy(procs: Processes, root: Path, upstream_port: int, ca_pem: str,
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(
             p for p in (str(args.pyproxy_src), os.environ.get("PYTHONPATH", "")) if p))
     say(f"starting pyproxy: {' '.join(argv)}" + (f" (from {args.pyproxy_src})" if env else ""))
-    proc = procs.start("pyproxy", argv, log, cwd=cwd, env=env)
+    proc = procs.start(name, argv, log, cwd=cwd, env=env)
 
     def ready() -> bool:
         status, _ = http_get(PROXY_ADDR, admin, "/ready", "localhost", timeout=2.0)
         return status == 200
 
-    wait_until("pyproxy", ready, proc, log, args.ready_timeout)
-    return Target("pyproxy", port, proc, log, rss_pids=[proc.pid])
+    wait_until(name, ready, proc, log, args.ready_timeout)
+    # with workers, the supervisor and its workers (CPU and RSS are summed over them)
+    return Target(name, port, proc, log, rss_pids=[proc.pid, *(children_of(proc.pid) if workers > 1 else [])])
 
 
 def start_nginx_proxy(nginx: str, procs: Processes, root: Path, upstream_port: int) -> Target:
@@ -631,7 +634,8 @@ ROWS = (  # (label, key, format)
 
 def render(report: dict) -> str:
     lines = []
-    header = f"{'workload':<9} {'metric':<19} {'pyproxy':>12} {'nginx':>12} {'pyproxy/nginx':>14}"
+    header = (f"{'workload':<9} {'metric':<19} {'pyproxy':>12} {'nginx':>12} {'pyproxy -w2':>12} "
+              f"{'pyproxy/nginx':>14} {'w2/w1':>7}")
     lines.append(header)
     lines.append("-" * len(header))
     for workload, data in report["workloads"].items():
@@ -642,10 +646,11 @@ def render(report: dict) -> str:
                 summary = data.get(target)
                 value = summary.get(key) if summary else None
                 cells.append(fmt.format(value) if value is not None else "-")
-            r = data["ratio"].get(key)
+            r, w = data["ratio"].get(key), data["workers_ratio"].get(key)
             ratio_text = f"{r:.2f}" if r is not None else "-"
-            lines.append(f"{workload if first else '':<9} {label:<19} {cells[0]:>12} {cells[1]:>12} "
-                         f"{ratio_text:>14}")
+            workers_text = f"{w:.2f}" if w is not None else "-"
+            lines.append(f"{workload if first else '':<9} {label:<19} {cells[0]:>12} {cells[1]:>12} {cells[2]:>12} "
+                         f"{ratio_text:>14} {workers_text:>7}")
             first = False
         target_note = data.get("target")
         if target_note:
@@ -675,8 +680,9 @@ def build_report(args: argparse.Namespace, runs: list[dict], failures: dict[str,
         for target in TARGETS:
             mine = [run["result"] for run in runs if run["workload"] == workload and run["target"] == target]
             data[target] = summarize(mine) if mine else None
-        py, ng = data["pyproxy"], data["nginx"]
+        py, ng, w2 = data["pyproxy"], data["nginx"], data["pyproxy-w2"]
         data["ratio"] = {key: ratio(py and py[key], ng and ng[key]) for _, key, _ in ROWS if key != "errors"}
+        data["workers_ratio"] = {key: ratio(w2 and w2[key], py and py[key]) for _, key, _ in ROWS if key != "errors"}
         data["target"] = target_note(workload, data["ratio"])
         workloads[workload] = data
     return {"meta": meta, "workloads": workloads, "runs": runs, "failures": failures}
@@ -692,7 +698,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--rounds", type=int, default=1, help="measure each pair this many times; the table "
                                                          "shows medians (default 1)")
     p.add_argument("--workloads", default="small,large", help="comma-separated: small,large (default both)")
-    p.add_argument("--targets", default="pyproxy,nginx", help="comma-separated: pyproxy,nginx (default both)")
+    p.add_argument("--targets", default="pyproxy,nginx,pyproxy-w2",
+                   help="comma-separated: pyproxy,nginx,pyproxy-w2 (pyproxy with --workers 2) (default all)")
     p.add_argument("--ready-timeout", type=float, default=30.0, help="seconds to wait for pyproxy /ready")
     p.add_argument("--output", type=Path, default=DEFAULT_OUTPUT, help=f"JSON results (default {DEFAULT_OUTPUT})")
     p.add_argument("--pyproxy-src", type=Path, metavar="DIR",
@@ -758,15 +765,17 @@ def main(argv: list[str] | None = None) -> int:
             targets["nginx"] = start_nginx_proxy(nginx, procs, root, upstream_port)
             validate(targets["nginx"], large_digest)
             say(f"nginx proxy on {PROXY_ADDR}:{targets['nginx'].port} (workers {targets['nginx'].rss_pids})")
-        if "pyproxy" in args.targets:
+        for name, workers in (("pyproxy", 1), ("pyproxy-w2", 2)):
+            if name not in args.targets:
+                continue
             try:
-                targets["pyproxy"] = start_pyproxy(procs, root, upstream_port, ca_pem, args)
-                validate(targets["pyproxy"], large_digest)
-                say(f"pyproxy on {PROXY_ADDR}:{targets['pyproxy'].port} (pid {targets['pyproxy'].proc.pid})")
+                targets[name] = start_pyproxy(procs, root, upstream_port, ca_pem, args, name, workers)
+                validate(targets[name], large_digest)
+                say(f"{name} on {PROXY_ADDR}:{targets[name].port} (pids {targets[name].rss_pids})")
             except BenchError as exc:
-                failures["pyproxy"] = str(exc)
-                say(f"pyproxy cannot be measured:\n{exc}")
-                targets.pop("pyproxy", None)
+                failures[name] = str(exc)
+                say(f"{name} cannot be measured:\n{exc}")
+                targets.pop(name, None)
         if args.hold:
             for t in targets.values():
                 print(f"{t.name}: http://{PROXY_ADDR}:{t.port}/small (Host: {ROUTE_HOST}) pids {t.rss_pids}",
@@ -785,7 +794,7 @@ def main(argv: list[str] | None = None) -> int:
                     target = targets[name]
                     if target.failed:
                         continue
-                    say(f"round {round_no + 1}/{args.rounds} {workload:<5} {name:<7} "
+                    say(f"round {round_no + 1}/{args.rounds} {workload:<5} {name:<10} "
                         f"({args.warmup:g} s warm-up + {args.duration:g} s)")
                     try:
                         result = measure(target, workload, wrk, args, procs)
