@@ -391,7 +391,9 @@ class HttpProtocol(asyncio.Protocol):
             return False
         if self.keep is Conn.CLOSING:
             return True
-        return self.keep is Conn.LAST and self.reading is None and (not self.queue or self.queue[-1] is ex)
+        # (``reading`` is still ``ex`` while a bodiless request is answered inside its own parse)
+        return (self.keep is Conn.LAST and (self.reading is None or self.reading is ex)
+                and (not self.queue or self.queue[-1] is ex))
 
     def drain(self) -> None:
         """Stop serving this connection gracefully (shutdown, or its listener removed by a
