@@ -62,6 +62,7 @@ class Named:
         self.runner: web.AppRunner | None = None
         self.port = 0
         self.arrived = 0  # requests received
+        self.peers: list[int] = []  # the client port of each request (which pooled connection)
 
     async def wait_arrived(self, count: int, timeout: float = 10) -> None:
         """Until ``count`` requests in all have reached this upstream."""
@@ -73,6 +74,8 @@ class Named:
     async def start(self) -> Named:
         async def answer(request: web.Request) -> web.Response:
             self.arrived += 1
+            peer = request.transport.get_extra_info("peername") if request.transport else None
+            self.peers.append(peer[1] if peer else 0)
             if request.path.startswith("/slow"):
                 await asyncio.sleep(float(request.path[6:] or 1))
             return web.Response(text=self.name)

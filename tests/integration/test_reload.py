@@ -144,6 +144,29 @@ async def test_an_invalid_write_changes_nothing_and_a_fix_reloads(targets, tmp_p
     assert not any("Traceback" in line for line in lines)
 
 
+async def test_a_reload_keeps_the_upstream_connections_of_unchanged_backends(targets, tmp_path):
+    a, _ = targets
+    config = tmp_path / "routes.yaml"
+    config.write_text(route_config(a.port))
+    port = free_port()
+    proxy = CliProcess("--config", str(config), "--listen", str(port), "--admin", "off", "--access-log", "off",
+                       "--no-watch")
+    try:
+        await asyncio.to_thread(proxy.wait_for, "ready:")
+        conn = await Client.connect(port)
+        assert (await conn.request("GET", "/", host=HOST)).body == b"a"
+        config.write_text(route_config(a.port).replace("hostnames: [app.example.com]",
+                                                       "hostnames: [app.example.com, other.example.com]"))
+        proxy.proc.send_signal(signal.SIGHUP)
+        await asyncio.to_thread(proxy.wait_for, "reloaded: generation 2")
+        assert (await conn.request("GET", "/", host="other.example.com")).body == b"a"
+        await conn.close()
+    finally:
+        code, lines = proxy.stop()
+    assert code == 0, "\n".join(lines)
+    assert len(a.peers) == 2 and a.peers[0] == a.peers[1], "the pooled upstream connection was not reused"
+
+
 async def test_sighup_reloads_with_no_watch(targets, tmp_path):
     a, b = targets
     config = tmp_path / "routes.yaml"
