@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from .errors import ConfigError
+from .startup import WORKER_ENV
 
 log = logging.getLogger("pyproxy")
 
@@ -124,8 +125,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as exc:
         return int(exc.code or 0)
+    # a worker's lines carry its pid: the workers of --workers N share the supervisor's stderr
+    worker = "[%(process)d]" if os.environ.get(WORKER_ENV) else ""
     logging.basicConfig(level=getattr(args, "log_level", "info").upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+                        format=f"%(asctime)s %(levelname)s %(name)s{worker}: %(message)s")
     if args.command == "version":
         print(version())
         return 0

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from . import ir
 
+WORKER_ENV = "PYPROXY_WORKER"  # set in the environment of a --workers process (supervisor.py)
 DEFAULT_LISTEN = ("127.0.0.1", 8080)  # the implicit listener's address without --listen
 IMPLICIT = "the implicit listener (--listen)"
 ADMIN = "the admin interface (--admin)"

@@ -35,10 +35,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.registry import Collector
 
 from .errors import ConfigError
+from .startup import WORKER_ENV
 
 log = logging.getLogger("pyproxy.supervisor")
 
-WORKER_ENV = "PYPROXY_WORKER"
 RESTART_INTERVAL = 1.0  # a worker that keeps dying is restarted at most this often
 START_TIMEOUT = 60.0
 
