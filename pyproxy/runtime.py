@@ -23,6 +23,7 @@ from .dataplane.server import HttpProtocol
 from .errors import ConfigError
 from .observe import AccessLog
 from .startup import group_purpose, listen_error
+from .stats import Stats
 from .translate.status import ObjectStatus, Result
 
 log = logging.getLogger("pyproxy")
@@ -91,6 +92,7 @@ class Runtime:
         self.resolver = Resolver(settings.nameservers, settings.dns_refresh)
         self.pool = Pool(settings.limits)
         self.access_log = AccessLog(settings.access_log)
+        self.stats = Stats()  # outlives every snapshot: counts survive a reload
         self.context: Context | None = None
         self._servers: list[asyncio.base_events.Server] = []
         self.ports: dict[tuple[str, int], int] = {}
@@ -110,9 +112,9 @@ class Runtime:
     async def serve(self, result: Result) -> None:
         """Compile a translated config and bind its listeners; ``ports`` records the bound
         port of each listener group (they differ from the configured port only when that is 0)."""
-        snapshot = await compile_config(result.config)
+        snapshot = await compile_config(result.config, self.stats)
         self.result, self.snapshot = result, snapshot
-        self.context = Context(snapshot, self.resolver, self.pool, self.access_log, self.settings.limits)
+        self.context = Context(snapshot, self.resolver, self.pool, self.access_log, self.stats, self.settings.limits)
         self.resolver.set_watched(snapshot.dns_names)
         loop = asyncio.get_running_loop()
         ctx = self.context
