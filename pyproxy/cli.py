@@ -87,7 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--dns-refresh", type=_positive, default=30.0, metavar="SECONDS",
                        help="refresh interval of FQDN endpoints (default 30)")
         p.add_argument("--access-log", default="-", metavar="-|PATH|off",
-                       help="JSON access log destination (default - = stdout)")
+                       help="access log destination (default - = stdout); SIGUSR1 reopens a file")
+        p.add_argument("--access-log-format", choices=("json", "text"), default="json",
+                       help="json: Envoy Gateway's fields (default); text: Envoy's default text line")
         p.add_argument("--log-level", type=str.lower, default="info", choices=LOG_LEVELS,
                        help="debug logs every request: route, upstream, why it was rejected (default info)")
 
@@ -157,6 +159,7 @@ def serve(args: argparse.Namespace, before_start=None, on_ready: Callable[[], No
         nameservers=tuple(args.resolver) if args.resolver else None,
         dns_refresh=args.dns_refresh,
         access_log=args.access_log,
+        access_log_format=args.access_log_format,
     )
     main = _serve(settings, args.listen is not None, args.admin, before_start, on_ready)
     try:
@@ -182,6 +185,7 @@ async def _serve(settings, listen_given: bool, admin_address: tuple[str, int] | 
     except AccessLogError as exc:
         print(exc, file=sys.stderr)
         return 1
+    loop.add_signal_handler(signal.SIGUSR1, runtime.access_log.reopen)
     cleanup = runner = None
     try:
         cleanup = await before_start() if before_start is not None else None

@@ -37,6 +37,7 @@ class Settings:
     nameservers: tuple[tuple[str, int], ...] | None = None
     dns_refresh: float = 30.0
     access_log: str = "-"
+    access_log_format: str = "json"
     limits: Limits = DEFAULT_LIMITS
 
 
@@ -91,7 +92,7 @@ class Runtime:
         self.ready = False
         self.resolver = Resolver(settings.nameservers, settings.dns_refresh)
         self.pool = Pool(settings.limits)
-        self.access_log = AccessLog(settings.access_log)
+        self.access_log = AccessLog(settings.access_log, log_format=settings.access_log_format)
         self.stats = Stats()  # outlives every snapshot: counts survive a reload
         self.context: Context | None = None
         self._servers: list[asyncio.base_events.Server] = []
