@@ -1,4 +1,8 @@
-"""The admin interface (aiohttp): readiness and the IR dump, bound to loopback by default.
+"""The admin interface (aiohttp), bound to loopback by default, on Envoy's admin paths: the
+index (``/``, ``/help``), ``/ready``, ``/server_info``, ``/config_dump``, ``/clusters``,
+``/stats/prometheus``, ``/logging`` and ``/reopen_logs``. What changes state answers POST
+only: GET with parameters on ``/logging``, or any GET on ``/reopen_logs``, is 405 (as Envoy,
+whose mutating endpoints refuse any method but POST).
 
 Two guards, because the dump holds certificates and the whole routing table:
 - Content redaction: ``ir.to_dict`` redacts listener keys by field, but a PEM private key can
@@ -12,12 +16,28 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import logging
 import re
+import time
 
 from aiohttp import web
+from prometheus_client.exposition import choose_encoder
 
-from . import ir
+from . import __version__, ir, metrics
 from .runtime import Runtime
+
+# path, methods, what it is (the index lists them in this order)
+ENDPOINTS = (
+    ("/", "GET", "this index (also /help)"),
+    ("/ready", "GET", "200 LIVE once every listener accepts connections, else 503"),
+    ("/server_info", "GET", "version, state, uptime, configuration generation and files, last reload error (JSON)"),
+    ("/config_dump", "GET", "the routing table (IR) and every status condition, private keys redacted (JSON)"),
+    ("/clusters", "GET", "each cluster's upstream addresses with health and counters (JSON)"),
+    ("/stats/prometheus", "GET", "metrics in the Prometheus text format, Envoy's names"),
+    ("/logging", "GET, POST", "the pyproxy loggers' levels; POST ?level=debug|info|warning|error sets them"),
+    ("/reopen_logs", "POST", "reopen the access log file (as SIGUSR1 does)"),
+)
+LEVELS = ("debug", "info", "warning", "error")  # as --log-level
 
 
 def status_dict(result) -> list[dict]:
@@ -85,11 +105,81 @@ async def refuse_other_hosts(request: web.Request, handler) -> web.StreamRespons
     return await handler(request)
 
 
+def state(runtime: Runtime) -> str:
+    """Envoy's server state: LIVE while serving, INITIALIZING before the first configuration
+    is served, DRAINING once shutting down."""
+    if runtime.draining:
+        return "DRAINING"
+    return "LIVE" if runtime.ready else "INITIALIZING"
+
+
+def server_info(runtime: Runtime) -> dict:
+    uptime = f"{int(time.time() - runtime.started)}s"
+    return {
+        "version": __version__,
+        "state": state(runtime),
+        "uptime_current_epoch": uptime,
+        "uptime_all_epochs": uptime,
+        "generation": runtime.generation,
+        "config_files": list(runtime.files),
+        "reloads": dict(runtime.reloads),
+        "last_reload_error": runtime.last_reload_error,
+    }
+
+
+HOST_STATS = ("cx_total", "cx_active", "cx_connect_fail", "rq_total", "rq_active", "rq_error")
+
+
+def clusters(runtime: Runtime) -> dict:
+    """Envoy's ``/clusters?format=json``, simplified: each destination of the serving
+    snapshot with its current upstream addresses (FQDN endpoints as last resolved), their
+    health and counters. There are no health checks yet, so every address reports HEALTHY."""
+    assert runtime.snapshot is not None
+    statuses = []
+    for name, dest in sorted(runtime.snapshot.destinations.items()):
+        hosts = []
+        for (host, port, unix), hostname in dest.hosts(runtime.resolver.lookup):
+            counters = dest.stats.hosts.get((host, port, unix))
+            address = {"pipe": {"path": host}} if unix else {"socket_address": {"address": host, "port_value": port}}
+            hosts.append({
+                "address": address,
+                "hostname": hostname,
+                "health_status": {"eds_health_status": "HEALTHY"},
+                "stats": {field: getattr(counters, field, 0) for field in HOST_STATS},
+            })
+        statuses.append({"name": name, "host_statuses": hosts})
+    return {"cluster_statuses": statuses}
+
+
+
+def logger_levels() -> str:
+    """Every pyproxy logger and its effective level, as Envoy lists its loggers."""
+    names = sorted(name for name, logger in logging.root.manager.loggerDict.items()
+                   if isinstance(logger, logging.Logger) and (name == "pyproxy" or name.startswith("pyproxy.")))
+    lines = [f"  {name}: {logging.getLevelName(logging.getLogger(name).getEffectiveLevel()).lower()}"
+             for name in names]
+    return "\n".join(["active loggers:", *lines]) + "\n"
+
+
+def index() -> str:
+    width = max(len(path) for path, _, _ in ENDPOINTS)
+    lines = [f"  {path:<{width}}  {methods:<9}  {what}" for path, methods, what in ENDPOINTS]
+    return "\n".join(["pyproxy admin:", *lines]) + "\n"
+
+
 def make_app(runtime: Runtime) -> web.Application:
+    registry = metrics.registry(runtime)
+
+    async def home(_request: web.Request) -> web.Response:
+        return web.Response(text=index())
+
     async def ready(_request: web.Request) -> web.Response:
         if runtime.ready:
             return web.Response(text="LIVE\n")
         return web.Response(status=503, text="NOT READY\n")
+
+    async def info(_request: web.Request) -> web.Response:
+        return web.json_response(server_info(runtime))
 
     async def config_dump(_request: web.Request) -> web.Response:
         if runtime.result is None:
@@ -99,9 +189,47 @@ def make_app(runtime: Runtime) -> web.Application:
             "statuses": status_dict(runtime.result),
         }))
 
+    async def cluster_status(_request: web.Request) -> web.Response:
+        if runtime.snapshot is None:
+            return web.json_response({"error": "no configuration loaded"}, status=503)
+        return web.json_response(clusters(runtime))
+
+    async def prometheus(request: web.Request) -> web.Response:
+        encode, content_type = choose_encoder(request.headers.get("Accept", ""))
+        return web.Response(body=encode(registry), headers={"Content-Type": content_type})
+
+    async def show_logging(request: web.Request) -> web.Response:
+        if request.query:
+            return web.Response(status=405, text="Method GET not allowed, POST required.\n",
+                                headers={"Allow": "POST"})
+        return web.Response(text=logger_levels())
+
+    async def set_logging(request: web.Request) -> web.Response:
+        unknown = sorted(set(request.query) - {"level"})
+        if unknown:
+            return web.Response(status=400, text=f"unknown parameter {unknown[0]}; use ?level=LEVEL\n")
+        level = request.query.get("level")
+        if level is not None:
+            if level.lower() not in LEVELS:
+                return web.Response(status=400, text=f"unknown level {level!r}; use one of {', '.join(LEVELS)}\n")
+            logging.getLogger("pyproxy").setLevel(level.upper())
+        return web.Response(text=logger_levels())
+
+    async def reopen_logs(_request: web.Request) -> web.Response:
+        runtime.access_log.reopen()
+        return web.Response(text="OK\n")
+
     app = web.Application(middlewares=[refuse_other_hosts])
+    app.router.add_get("/", home)
+    app.router.add_get("/help", home)
     app.router.add_get("/ready", ready)
+    app.router.add_get("/server_info", info)
     app.router.add_get("/config_dump", config_dump)
+    app.router.add_get("/clusters", cluster_status)
+    app.router.add_get("/stats/prometheus", prometheus)
+    app.router.add_get("/logging", show_logging)
+    app.router.add_post("/logging", set_logging)
+    app.router.add_post("/reopen_logs", reopen_logs)
     return app
 
 

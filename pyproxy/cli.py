@@ -95,7 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--dns-refresh", type=_positive, default=30.0, metavar="SECONDS",
                        help="refresh interval of FQDN endpoints (default 30)")
         p.add_argument("--access-log", default="-", metavar="-|PATH|off",
-                       help="JSON access log destination (default - = stdout)")
+                       help="access log destination (default - = stdout); SIGUSR1 reopens a file")
+        p.add_argument("--access-log-format", choices=("json", "text"), default="json",
+                       help="json: Envoy Gateway's fields (default); text: Envoy's default text line")
         p.add_argument("--no-watch", dest="watch", action="store_false",
                        help="do not reload when a --config path changes (SIGHUP still reloads)")
         p.add_argument("--drain-timeout", type=_positive, default=30.0, metavar="SECONDS",

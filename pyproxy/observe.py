@@ -1,11 +1,15 @@
-"""Access log: one JSON line per request, with Envoy Gateway's default field names where they
-apply.
+"""Access log: one line per request, JSON with Envoy Gateway's default field names where they
+apply (the default), or text in Envoy's default format (``format_text``).
 
 Logging must never stop serving. The event loop only encodes a line and appends it to a list;
 once per loop iteration the batch is handed to a writer thread through a bounded queue, and
 only that thread touches the sink. When the sink does not keep up (a stdout pipe nobody reads,
 a stalled disk) and the queue is full, whole batches are dropped and counted
 (``AccessLog.dropped``), with a warning at most once per ``warn_interval`` and one at close.
+
+``AccessLog.reopen`` (SIGUSR1, or the admin's ``/reopen_logs``) opens the file path again
+after logrotate has renamed it: lines logged before the call go to the old file, later ones
+to the new.
 """
 from __future__ import annotations
 
@@ -24,6 +28,32 @@ log = logging.getLogger("pyproxy")
 
 # Built once: json.dumps with a non-default argument builds a new encoder on every call.
 _encode = json.JSONEncoder(separators=(",", ":")).encode
+_FILE_FLAGS = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+
+
+def _quoted(value: str | None) -> str:
+    """A field in double quotes (``"-"`` when unset), escaped as a JSON string so that no
+    request byte can break the line or its quoting."""
+    return '"-"' if value is None else _encode(value)
+
+
+def format_text(entry: dict) -> str:
+    """An access-log entry as a line of Envoy's default text format:
+    ``[%START_TIME%] "%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%"
+    %RESPONSE_CODE% %RESPONSE_FLAGS% %BYTES_RECEIVED% %BYTES_SENT% %DURATION%
+    %RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)% "%REQ(X-FORWARDED-FOR)%" "%REQ(USER-AGENT)%"
+    "%REQ(X-REQUEST-ID)%" "%REQ(:AUTHORITY)%" "%UPSTREAM_HOST%"``, then pyproxy's
+    ``%ROUTE_NAME%`` and ``%RESPONSE_CODE_DETAILS%`` (whitespace as ``_``, as Envoy writes
+    it). The upstream service time is always ``-``: pyproxy sends no such header."""
+    request = f"{entry['method'] or '-'} {entry['x-envoy-origin-path'] or '-'} {entry['protocol']}"
+    details = "_".join((entry["response_code_details"] or "-").split())
+    return (f"[{entry['start_time']}] {_quoted(request)} {entry['response_code']} {entry['response_flags']} "
+            f"{entry['bytes_received']} {entry['bytes_sent']} {entry['duration']} - "
+            f"{_quoted(entry['x-forwarded-for'])} {_quoted(entry['user-agent'])} {_quoted(entry['x-request-id'])} "
+            f"{_quoted(entry[':authority'])} {_quoted(entry['upstream_host'])} {entry['route_name'] or '-'} {details}")
+
+
+FORMATS = {"json": _encode, "text": format_text}
 
 
 def describe(entry: dict) -> str:
@@ -48,7 +78,7 @@ def format_time(epoch: float) -> str:
 
 class _Writer:
     """A thread writing text to a file descriptor, fed through a queue of at most ``limit``
-    characters (queued plus being written; the JSON is ASCII, so characters are bytes).
+    characters (queued plus being written; lines are ASCII, so characters are bytes).
     ``offer`` never blocks and takes no lock: the deque is thread-safe, and each counter has
     one writer (``_offered`` the loop, ``_written`` the thread), so their difference is the
     queue's size.
@@ -65,7 +95,7 @@ class _Writer:
         self.broken = False  # the reader went away: nothing more will be written
         self.lost = 0  # lines accepted but not written because of write errors (thread only)
         self.abandoned = 0  # lines still queued or being written when close gave up
-        self._batches: collections.deque[tuple[str, int]] = collections.deque()
+        self._batches: collections.deque[tuple[str, int] | None] = collections.deque()  # None: reopen here
         self._offered = 0
         self._written = 0
         self._in_flight = 0
@@ -88,6 +118,11 @@ class _Writer:
             self._wake.set()
         return True
 
+    def reopen(self) -> None:
+        """Open the file path again once the lines queued so far are written (a file only)."""
+        self._batches.append(None)
+        self._wake.set()
+
     def close(self, timeout: float) -> None:
         """Let the thread write what is queued, waiting at most ``timeout`` seconds. Lines
         still queued or being written after that count as lost; the descriptor then stays
@@ -96,7 +131,7 @@ class _Writer:
         self._wake.set()
         self._thread.join(timeout)
         if self._thread.is_alive():
-            self.abandoned = self._in_flight + sum(lines for _, lines in self._batches)
+            self.abandoned = self._in_flight + sum(batch[1] for batch in self._batches if batch is not None)
             self._batches.clear()
         elif self.owned:
             os.close(self.fd)
@@ -112,11 +147,14 @@ class _Writer:
                 self._wake.wait(self.FLUSH_INTERVAL)  # gather more, unless the queue fills
             if not self._batches:
                 return
-            texts, lines = [], 0
+            texts, lines, reopen = [], 0, False
             while self._batches:
-                text, count = self._batches.popleft()
-                texts.append(text)
-                lines += count
+                batch = self._batches.popleft()
+                if batch is None:
+                    reopen = True
+                    break
+                texts.append(batch[0])
+                lines += batch[1]
             self._in_flight = lines
             data = "".join(texts)
             try:
@@ -131,6 +169,19 @@ class _Writer:
                 self._last_error = None
             self._in_flight = 0
             self._written += len(data)
+            if reopen:
+                self._reopen()
+
+    def _reopen(self) -> None:
+        try:
+            fd = os.open(self.name, _FILE_FLAGS, 0o666)
+        except OSError as exc:
+            log.warning("access log: cannot reopen %s: %s; still writing to the file open before",
+                        self.name, exc.strerror or exc)
+            return
+        os.close(self.fd)
+        self.fd = fd
+        log.info("access log: reopened %s", self.name)
 
     def _write(self, data: bytes) -> None:
         view = memoryview(data)
@@ -157,14 +208,16 @@ class AccessLogError(Exception):
 
 
 class AccessLog:
-    """``target`` is ``-`` (stdout), ``off``, or a file path (appended).
+    """``target`` is ``-`` (stdout), ``off``, or a file path (appended); ``log_format`` a key
+    of ``FORMATS``.
 
     ``write`` is called on the event loop once per request; ``close`` at shutdown writes what
     is queued, waiting at most ``close_timeout`` seconds for the sink."""
 
-    def __init__(self, target: str = "-", *, buffer_limit: int = 4 << 20, warn_interval: float = 10.0,
-                 close_timeout: float = 5.0) -> None:
+    def __init__(self, target: str = "-", *, log_format: str = "json", buffer_limit: int = 4 << 20,
+                 warn_interval: float = 10.0, close_timeout: float = 5.0) -> None:
         self.enabled = target != "off"
+        self._format = FORMATS[log_format]
         self._dropped = 0
         self._reported = 0
         self._warned_at = -warn_interval
@@ -177,7 +230,7 @@ class AccessLog:
             self._writer = _Writer(sys.stdout.fileno(), False, "stdout", buffer_limit)
         elif self.enabled:
             try:
-                fd = os.open(target, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
+                fd = os.open(target, _FILE_FLAGS, 0o666)
             except OSError as exc:
                 raise AccessLogError(f"cannot open the access log {target} (--access-log): "
                                      f"{exc.strerror or exc}") from exc
@@ -191,9 +244,9 @@ class AccessLog:
         return self._dropped + (writer.lost if writer is not None else 0)
 
     def write(self, entry: dict) -> None:
-        """Encode ``entry`` now (the dict is the caller's); everything else waits for the
+        """Format ``entry`` now (the dict is the caller's); everything else waits for the
         flush at the end of this loop iteration."""
-        self._pending.append(_encode(entry))
+        self._pending.append(self._format(entry))
         if not self._scheduled:
             self._scheduled = True
             asyncio.get_running_loop().call_soon(self.flush)
@@ -212,6 +265,13 @@ class AccessLog:
             self._dropped += len(lines)
         if self.dropped != self._reported:
             self._warn_dropped()
+
+    def reopen(self) -> None:
+        """Reopen the file (after logrotate renamed it); nothing for stdout or ``off``."""
+        self.flush()
+        writer = self._writer
+        if writer is not None and writer.owned:
+            writer.reopen()
 
     def _warn_dropped(self) -> None:
         now = time.monotonic()

@@ -24,6 +24,7 @@ from .errors import ConfigError
 from .listeners import Listeners
 from .observe import AccessLog
 from .startup import ListenError, group_purpose
+from .stats import Stats
 from .translate.status import ObjectStatus, Result
 
 log = logging.getLogger("pyproxy")
@@ -37,6 +38,7 @@ class Settings:
     nameservers: tuple[tuple[str, int], ...] | None = None
     dns_refresh: float = 30.0
     access_log: str = "-"
+    access_log_format: str = "json"
     limits: Limits = DEFAULT_LIMITS
     reuse_port: bool = False  # SO_REUSEPORT: worker processes share each listener
 
@@ -97,7 +99,8 @@ class Runtime:
         self.draining = False
         self.resolver = Resolver(settings.nameservers, settings.dns_refresh)
         self.pool = Pool(settings.limits)
-        self.access_log = AccessLog(settings.access_log)
+        self.access_log = AccessLog(settings.access_log, log_format=settings.access_log_format)
+        self.stats = Stats()  # outlives every snapshot: counts survive a reload
         self.context: Context | None = None
         self.listeners = Listeners(self._protocol, reuse_port=settings.reuse_port)
         self.files: tuple[str, ...] = ()
@@ -161,14 +164,15 @@ class Runtime:
 
     async def _apply(self, loaded: Loaded) -> None:
         result = loaded.result
-        snapshot = await compile_config(result.config)
+        snapshot = await compile_config(result.config, self.stats)
 
         def purpose(key: tuple[str, int]) -> str:
             return group_purpose([lst for lst in result.config.listeners if (lst.address, lst.port) == key])
 
         change = await self.listeners.apply(snapshot, purpose)
         if self.context is None:
-            self.context = Context(snapshot, self.resolver, self.pool, self.access_log, self.settings.limits)
+            self.context = Context(snapshot, self.resolver, self.pool, self.access_log, self.stats,
+                                   self.settings.limits)
         else:
             self.context.snapshot = snapshot
         self.result, self.snapshot, self.files = result, snapshot, loaded.files

@@ -6,6 +6,7 @@ Signals, as operators of nginx and Envoy expect them:
   a second one stops at once.
 - SIGHUP: reload the configuration (as does a change to a ``--config`` path unless
   ``--no-watch``). A config that does not load changes nothing.
+- SIGUSR1: reopen the ``--access-log`` file (after logrotate moved it).
 """
 from __future__ import annotations
 
@@ -55,6 +56,7 @@ def serve(args: argparse.Namespace, before_start: BeforeStart | None = None,
         nameservers=tuple(args.resolver) if args.resolver else None,
         dns_refresh=args.dns_refresh,
         access_log=args.access_log,
+        access_log_format=args.access_log_format,
         reuse_port=pipes is not None,
     )
     options = Options(listen_given=args.listen is not None, admin=args.admin, watch=args.watch,
@@ -136,6 +138,7 @@ class _Signals:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self._terminate, sig)
         loop.add_signal_handler(signal.SIGHUP, self._reload)
+        loop.add_signal_handler(signal.SIGUSR1, runtime.access_log.reopen)  # logrotate
 
     def _terminate(self, sig: signal.Signals | str) -> None:
         name = sig if isinstance(sig, str) else sig.name

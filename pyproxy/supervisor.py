@@ -9,7 +9,7 @@ however it died).
 
 The supervisor loads the configuration once first (a config error exits 1 before any
 worker starts), watches the ``--config`` paths and forwards reloads (SIGHUP) to every worker,
-forwards SIGTERM/SIGINT (drain; a second one stops at once) and SIGUSR1, restarts a worker
+forwards SIGTERM/SIGINT (drain; a second one stops at once) and SIGUSR1 (reopen the access log), restarts a worker
 that dies while serving (at most once a second per worker), and serves the admin on
 ``--admin``: ``/ready`` from its own state and the workers', ``/stats/prometheus`` summed
 over the workers, the rest from a worker (``/server_info`` lists all of them; a POST to
@@ -317,6 +317,7 @@ async def _supervise(args: argparse.Namespace, argv: Sequence[str]) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, terminate, sig)
     loop.add_signal_handler(signal.SIGHUP, supervisor.reload)
+    loop.add_signal_handler(signal.SIGUSR1, supervisor.signal_all, signal.SIGUSR1)
     supervisor.session = ClientSession(timeout=ClientTimeout(total=10))
     runner = watcher = None
     if args.watch:

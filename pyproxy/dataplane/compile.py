@@ -20,6 +20,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from .. import ir
+from ..stats import ClusterStats, Stats, Target
 from . import tls
 from .cors import CompiledCors
 from .dns import DnsError, Resolver
@@ -33,12 +34,14 @@ log = logging.getLogger("pyproxy.compile")
 class CompiledDestination:
     """Endpoints and upstream TLS of one ``ir.Destination``. ``addresses`` flattens every
     endpoint to (host, port) for round robin; FQDN endpoints are looked up in the DNS cache
-    at pick time, so a refreshed answer is used by the next request."""
+    at pick time, so a refreshed answer is used by the next request. ``stats`` are the
+    runtime's counters of this destination's name (they outlive the snapshot)."""
 
-    __slots__ = ("name", "endpoints", "tls", "ssl_context", "connect_timeout", "_rr", "_static", "fqdns")
+    __slots__ = ("name", "endpoints", "tls", "ssl_context", "connect_timeout", "_rr", "_static", "fqdns", "stats")
 
-    def __init__(self, dest: ir.Destination, ssl_context: ssl.SSLContext | None) -> None:
+    def __init__(self, dest: ir.Destination, ssl_context: ssl.SSLContext | None, stats: ClusterStats) -> None:
         self.name = dest.name
+        self.stats = stats
         self.endpoints = dest.endpoints
         self.tls = dest.tls
         self.ssl_context = ssl_context
@@ -55,6 +58,13 @@ class CompiledDestination:
         for ep in self.fqdns:
             for addr in lookup(ep.host) or ():
                 out.append((addr, ep.port, False))
+        return out
+
+    def hosts(self, lookup: Callable[[str], tuple[str, ...] | None]) -> list[tuple[Target, str | None]]:
+        """``addresses`` with the DNS name each came from (None for IP and unix endpoints)."""
+        out: list[tuple[Target, str | None]] = [(target, None) for target in self._static]
+        for ep in self.fqdns:
+            out.extend(((addr, ep.port, False), ep.host) for addr in lookup(ep.host) or ())
         return out
 
     async def resolve(self, resolver: Resolver) -> list[tuple[str, int, bool]] | tuple:
@@ -175,6 +185,7 @@ class Snapshot:
     config: ir.Config
     groups: dict[tuple[str, int], PortGroup]
     dns_names: dict[str, float | None]  # FQDN -> refresh interval (None: runtime default)
+    destinations: dict[str, CompiledDestination]
 
 
 def _destinations(config: ir.Config) -> dict[str, ir.Destination]:
@@ -191,16 +202,17 @@ def _destinations(config: ir.Config) -> dict[str, ir.Destination]:
     return found
 
 
-async def compile_config(config: ir.Config) -> Snapshot:
-    """Build a snapshot. SSLContexts load CA files and keys, so they are built in a thread.
-    A destination or socket that fails to compile is logged as a bug and left out."""
+async def compile_config(config: ir.Config, stats: Stats) -> Snapshot:
+    """Build a snapshot whose destinations count into ``stats`` (by name). SSLContexts load
+    CA files and keys, so they are built in a thread. A destination or socket that fails to
+    compile is logged as a bug and left out."""
     loop = asyncio.get_running_loop()
     destinations: dict[str, CompiledDestination] = {}
     dns_names: dict[str, float | None] = {}
     for name, dest in _destinations(config).items():
         try:
             ctx = await loop.run_in_executor(None, tls.client_context, dest.tls) if dest.tls else None
-            destinations[name] = CompiledDestination(dest, ctx)
+            destinations[name] = CompiledDestination(dest, ctx, stats.cluster(name))
         except Exception:
             log.exception("bug: destination %s failed to compile; its backendRefs answer 500", name)
             continue
@@ -219,7 +231,7 @@ async def compile_config(config: ir.Config) -> Snapshot:
         except Exception:
             names = ", ".join(lst.name for lst in listeners)
             log.exception("bug: listener %s failed to compile; %s:%d is not served", names, key[0], key[1])
-    return Snapshot(config=config, groups=groups, dns_names=dns_names)
+    return Snapshot(config=config, groups=groups, dns_names=dns_names, destinations=destinations)
 
 
 async def _compile_group(

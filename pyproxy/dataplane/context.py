@@ -1,12 +1,13 @@
 """What every downstream connection of a runtime shares: the current snapshot, the DNS
-cache, the upstream pool, the access log, the set of open connections (with one sweeper for
-their header and idle deadlines) and the mirrored requests in flight."""
+cache, the upstream pool, the access log, the counters, the set of open connections (with
+one sweeper for their header and idle deadlines) and the mirrored requests in flight."""
 from __future__ import annotations
 
 import asyncio
 from typing import TYPE_CHECKING
 
 from ..observe import AccessLog
+from ..stats import Stats
 from .compile import Snapshot
 from .dns import Resolver
 from .limits import Limits
@@ -23,13 +24,14 @@ class Context:
     ``loop`` is the clock and timer source of every connection's deadlines (default: the
     running loop); tests pass a fake one and move its time instead of sleeping."""
 
-    def __init__(self, snapshot: Snapshot, resolver: Resolver, pool: Pool, access_log: AccessLog,
+    def __init__(self, snapshot: Snapshot, resolver: Resolver, pool: Pool, access_log: AccessLog, stats: Stats,
                  limits: Limits, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self.loop = loop if loop is not None else asyncio.get_running_loop()
         self.snapshot = snapshot
         self.resolver = resolver
         self.pool = pool
         self.access_log = access_log
+        self.stats = stats
         self.limits = limits
         self.mirrors = Mirrors(pool, resolver, limits)
         self.connections: set[HttpProtocol] = set()

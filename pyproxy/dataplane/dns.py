@@ -105,8 +105,10 @@ def _ip_literal(name: str) -> bool:
 class Resolver:
     """The data plane's DNS cache. ``set_watched`` and ``resolve`` must run inside the loop.
 
-    ``stats`` counts DNS ``queries`` sent (one per resolution, A then maybe AAAA), query
-    ``failures`` and answer ``changes``, for metrics."""
+    ``stats`` counts ``refreshes`` (resolutions of a name: a background refresh or a cold
+    lookup, from the hosts file or DNS), the ``failures`` among them, DNS ``queries`` sent
+    (one per resolution that reaches DNS, A then maybe AAAA) and answer ``changes``, for
+    metrics."""
 
     def __init__(
         self,
@@ -120,7 +122,7 @@ class Resolver:
         self.default_refresh = default_refresh
         self.jitter = jitter
         self.timeout = timeout
-        self.stats = {"queries": 0, "failures": 0, "changes": 0}
+        self.stats = {"refreshes": 0, "failures": 0, "queries": 0, "changes": 0}
         self._nameservers = tuple(nameservers) if nameservers is not None else None
         self._dns: dns.asyncresolver.Resolver | None = None
         self._hosts = HostsFile(hosts_file)
@@ -246,6 +248,7 @@ class Resolver:
 
     async def _update(self, name: str) -> tuple[str, ...]:
         """Ask (hosts file, then DNS), store the answer and return it; on failure log and raise."""
+        self.stats["refreshes"] += 1
         try:
             addresses = self._static(name) or await self._query(name)
         except DnsError as exc:

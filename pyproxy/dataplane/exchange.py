@@ -79,7 +79,7 @@ class Exchange:
         return f"<Exchange {self.head.method} {self.head.path!r} req={self.req.name} resp={self.resp.name}>"
 
 
-def access_entry(ex: Exchange, local: str, peer: str) -> dict:
+def access_entry(ex: Exchange, local: str, peer: str, duration_ms: float) -> dict:
     """The access log line of a finished exchange (Envoy Gateway's default field names, and
     Envoy's ``response_code_details``). Only the request head is read: trailers never
     reach it."""
@@ -103,7 +103,7 @@ def access_entry(ex: Exchange, local: str, peer: str) -> dict:
         "response_code_details": ex.details or None,
         "bytes_received": ex.bytes_received,
         "bytes_sent": ex.bytes_sent,
-        "duration": int((time.monotonic() - ex.start_mono) * 1000),
+        "duration": int(duration_ms),
         "x-forwarded-for": forwarded,
         "user-agent": user_agent,
         "x-request-id": ex.request_id or None,

@@ -12,10 +12,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from typing import TYPE_CHECKING, Protocol
 
 from .. import errors
 from ..errors import ProxyError
+from ..stats import HostStats, Target
 from . import http
 from .context import Context
 from .exchange import Exchange
@@ -60,11 +62,18 @@ class Downstream(Protocol):
 
 class Forwarder:
     """One exchange's way upstream. ``body``/``end_request`` feed it the request,
-    ``cancel`` ends it; its upstream connection calls the ``ResponseSink`` methods."""
+    ``cancel`` ends it; its upstream connection calls the ``ResponseSink`` methods.
+
+    It counts into its destination's ``ClusterStats``: an attempt (``host.rq_total``,
+    ``rq_active``) from attaching a connection until the connection is released or dropped,
+    every upstream status and the status of each failure answered before the response began
+    (``rq_xx``, as Envoy charges resets 503 and timeouts 504), timeouts and retries."""
 
     __slots__ = ("down", "ex", "ctx", "route", "backend", "dest", "head", "conn", "reused", "task", "timer",
                  "try_timer", "request_done", "retries_left", "replay", "replay_size", "discarding", "retried",
-                 "mirrors", "body", "body_size", "done")
+                 "mirrors", "body", "body_size", "done", "host", "sent_at")
+
+    host: HostStats  # the current attempt's upstream address; set by _attach together with conn
 
     def __init__(self, down: Downstream, ex: Exchange, route: CompiledRoute, backend: CompiledBackend,
                  head: bytes) -> None:
@@ -173,7 +182,7 @@ class Forwarder:
                 pool = self.ctx.pool
                 conn = pool.take(pool.key(dest, *target))
                 if conn is not None:
-                    self._attach(conn, True)
+                    self._attach(conn, True, target)
                     return
         self.task = self.down.loop.create_task(self._connect(target, fresh), name="pyproxy-connect")
 
@@ -199,7 +208,7 @@ class Forwarder:
         if self.done:
             ctx.pool.release(conn)
             return
-        self._attach(conn, reused)
+        self._attach(conn, reused, target)
 
     def _pick(self, addresses) -> tuple[str, int, bool]:
         """The next endpoint of the destination, recorded for the access log."""
@@ -207,10 +216,14 @@ class Forwarder:
         self.ex.upstream_addr = target[0] if target[2] else f"{target[0]}:{target[1]}"
         return target
 
-    def _attach(self, conn: UpstreamConnection, reused: bool) -> None:
-        """Send the request head and any body buffered so far on ``conn``."""
+    def _attach(self, conn: UpstreamConnection, reused: bool, target: Target) -> None:
+        """Send the request head and any body buffered so far on ``conn`` (to ``target``)."""
         self.conn = conn
         self.reused = reused
+        host = self.host = self.dest.stats.host(target)
+        host.rq_total += 1
+        host.rq_active += 1
+        self.sent_at = time.monotonic()
         conn.start(self, self.head, self.ex.head.method == "HEAD")
         body = self.body
         if body:
@@ -230,6 +243,7 @@ class Forwarder:
         conn, self.conn = self.conn, None
         if conn is not None:
             conn.abort()
+            self.host.rq_active -= 1
         if self.try_timer is not None:
             self.try_timer.cancel()
             self.try_timer = None
@@ -246,11 +260,13 @@ class Forwarder:
     def _try_timeout(self) -> None:
         self.try_timer = None
         if not self.done and not self.ex.response_started:
+            self.dest.stats.rq_per_try_timeout += 1
             self._attempt_failed(errors.UpstreamTimeout())
 
     def _route_timeout(self) -> None:
         self.timer = None
         if not self.done:
+            self.dest.stats.rq_timeout += 1
             self._fail(errors.UpstreamTimeout())
 
     def _can_retry(self) -> bool:
@@ -259,6 +275,7 @@ class Forwarder:
     def _retry(self) -> None:
         """Send the request again (its body replayed) after the route's backoff."""
         self.retries_left -= 1
+        self.dest.stats.rq_retry += 1
         self.discarding = False
         self._drop_attempt()
         assert self.replay is not None
@@ -282,6 +299,8 @@ class Forwarder:
         self._fail(error)
 
     def _fail(self, error: ProxyError) -> None:
+        if not self.ex.response_started:
+            self.dest.stats.rq_xx[error.status // 100] += 1
         self.cancel()
         self.down.fail(self.ex, error)
 
@@ -302,6 +321,9 @@ class Forwarder:
     # ------------------------------------------------------------------ ResponseSink (upstream callbacks)
 
     def response_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+        self.dest.stats.rq_xx[status // 100] += 1
+        if status >= 500:
+            self.host.rq_error += 1
         retry = self.route.retry
         if retry is not None and status in retry.codes and self._can_retry():
             self.discarding = True  # this answer is dropped; the request is sent again
@@ -319,6 +341,8 @@ class Forwarder:
         if self.done:
             return
         conn, self.conn = self.conn, None
+        if conn is not None:
+            self.host.rq_active -= 1
         if self.discarding:
             if conn is not None:
                 if reusable:
@@ -327,6 +351,7 @@ class Forwarder:
                     conn.close()
             self._retry()
             return
+        self.dest.stats.rq_time.record((time.monotonic() - self.sent_at) * 1000)
         if conn is not None:
             if reusable and self.request_done:
                 if self.down.write_paused:

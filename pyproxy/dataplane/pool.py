@@ -214,6 +214,7 @@ class Pool:
         slots = self._slots[conn.key]
         slots.idle.pop(conn, None)
         slots.open -= 1
+        conn.host.cx_active -= 1
         self._freed(conn.key, slots)
 
     def _sweep_interval(self) -> float:
@@ -242,10 +243,16 @@ class Pool:
 
     async def _open(self, key: PoolKey, slots: _Slots, dest: CompiledDestination) -> UpstreamConnection:
         """Dial for a slot already counted in ``connecting``; the slot becomes an ``open``
-        connection, or is freed for a waiter when the connect fails or is cancelled."""
+        connection, or is freed for a waiter when the connect fails or is cancelled. The
+        attempt counts for ``dest``'s stats of the address, and so does the connection until
+        it closes."""
+        host = dest.stats.host((key.host, key.port, key.unix))
+        host.cx_total += 1
         try:
             conn = await self._dial(key, dest)
-        except BaseException:
+        except BaseException as exc:
+            if isinstance(exc, UpstreamConnectError):
+                host.cx_connect_fail += 1
             slots.connecting -= 1
             self._freed(key, slots)
             raise
@@ -253,6 +260,8 @@ class Pool:
         slots.open += 1
         self.connects += 1
         conn.on_close = self._closed
+        conn.host = host
+        host.cx_active += 1
         if conn.closed:
             # lost between the handshake and this task running: it was never usable
             self._closed(conn)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from collections.abc import Callable
 from typing import cast
@@ -52,6 +53,7 @@ class HttpProtocol(asyncio.Protocol):
         self.group_key = group_key
         self.scheme = scheme
         self.scheme_b = scheme.encode()
+        self.stats = ctx.stats.listener(group_key, scheme)
         self.loop = ctx.loop
         self.reader = RequestReader(self, ctx.limits)
         self.keep = Conn.OPEN
@@ -87,6 +89,7 @@ class HttpProtocol(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         self.gate = ReadGate(self.transport)
         self.ctx.connections.add(self)
+        self.stats.cx_total += 1
         peer = transport.get_extra_info("peername")
         sock = transport.get_extra_info("sockname")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer or "")
@@ -433,10 +436,15 @@ class HttpProtocol(asyncio.Protocol):
         self._finish(ex)
 
     def _log(self, ex: Exchange) -> None:
+        """Count the finished exchange and write its access-log line (once per exchange)."""
+        ms = (time.monotonic() - ex.start_mono) * 1000
+        stats = self.stats
+        stats.rq_xx[ex.status // 100] += 1
+        stats.rq_time.record(ms)
         access_log = self.ctx.access_log
         debug = log.isEnabledFor(logging.DEBUG)
         if access_log.enabled or debug:
-            entry = access_entry(ex, self.local, self.peer)
+            entry = access_entry(ex, self.local, self.peer, ms)
             if access_log.enabled:
                 access_log.write(entry)
             if debug:

@@ -15,6 +15,7 @@ from typing import Protocol as TypingProtocol
 import httptools
 
 from ..errors import ProxyError, UpstreamProtocolError, UpstreamReset
+from ..stats import HostStats
 from .limits import Limits
 
 log = logging.getLogger("pyproxy.upstream")
@@ -75,9 +76,10 @@ class UpstreamConnection(asyncio.BufferedProtocol):
 
     __slots__ = ("key", "limits", "transport", "parser", "sink", "closed", "head_request", "_headers", "_reason",
                  "_informational", "_status", "_close_delimited", "_head_bytes", "_read_size", "on_close",
-                 "idle_since", "_view", "_complete", "_ended", "_readable", "_held", "_held_timer")
+                 "idle_since", "_view", "_complete", "_ended", "_readable", "_held", "_held_timer", "host")
 
     transport: asyncio.Transport  # set by connection_made, before the pool hands it out
+    host: HostStats  # set by the pool with on_close: whose cx_active this connection counts in
 
     def __init__(self, key: PoolKey, limits: Limits) -> None:
         self.key = key  # the pool's PoolKey

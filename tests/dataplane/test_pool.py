@@ -13,6 +13,7 @@ from pyproxy.dataplane.compile import CompiledDestination
 from pyproxy.dataplane.limits import Limits
 from pyproxy.dataplane.pool import Pool, PoolKey
 from pyproxy.errors import UpstreamConnectError, UpstreamOverflow
+from pyproxy.stats import ClusterStats
 from tests.conftest import destination
 from tests.helpers.proxy import proxy_to
 from tests.helpers.recorder import Held, free_port, response
@@ -25,7 +26,7 @@ GET = b"GET /x HTTP/1.1\r\nHost: a\r\n\r\n"
 
 
 def compiled(port: int, connect_timeout: float = 5.0) -> CompiledDestination:
-    return CompiledDestination(dataclasses.replace(destination(port), connect_timeout=connect_timeout), None)
+    return CompiledDestination(dataclasses.replace(destination(port), connect_timeout=connect_timeout), None, ClusterStats())
 
 
 def slots(pool: Pool, port: int, state: str) -> str:
@@ -44,13 +45,13 @@ def test_key_holds_the_ssl_context_itself():
     """Contexts compare by identity: two contexts with the same settings are two keys, and the
     key keeps its context alive (an ``id()`` could be reused by a later context)."""
     first, second = ssl.create_default_context(), ssl.create_default_context()
-    a = CompiledDestination(destination(443), first)
-    b = CompiledDestination(destination(443), second)
+    a = CompiledDestination(destination(443), first, ClusterStats())
+    b = CompiledDestination(destination(443), second, ClusterStats())
     key = Pool.key(a, "127.0.0.1", 443, False)
     assert key == PoolKey("127.0.0.1", 443, False, first, None)
     assert key.ssl_context is first
     assert key != Pool.key(b, "127.0.0.1", 443, False)
-    assert key == Pool.key(CompiledDestination(destination(443), first), "127.0.0.1", 443, False)
+    assert key == Pool.key(CompiledDestination(destination(443), first, ClusterStats()), "127.0.0.1", 443, False)
 
 
 # ------------------------------------------------------------------ the pool alone

@@ -34,6 +34,7 @@ from pyproxy.dataplane.tls import (
     verify_peer,
 )
 from pyproxy.pem import ca_bundle_problem, key_pair_problem
+from pyproxy.stats import Stats
 
 SAN_FAILURE = (
     "TLS_error:|268435581:SSL routines:OPENSSL_internal:CERTIFICATE_VERIFY_FAILED:"
@@ -514,7 +515,7 @@ def test_a_socket_that_fails_to_compile_is_logged_as_a_bug_and_left_out(ca, run,
     broken = ir.ListenerTLS((ir.Certificate("secret/default/broken", good.cert_pem, _garbled(good.key_pem)),))
     config = ir.Config((_listener("gateway/default/gw/http", 1080), _listener("gateway/default/gw/https", 1443, broken)))
 
-    snapshot = run(compile_config(config))
+    snapshot = run(compile_config(config, Stats()))
 
     assert list(snapshot.groups) == [("127.0.0.1", 1080)]
     [record] = [r for r in caplog.records if r.name == "pyproxy.compile"]
@@ -530,7 +531,7 @@ def test_a_destination_that_fails_to_compile_answers_500(ca, run, caplog):
     vhost = ir.VirtualHost(name="vhost", hostname="*", routes=(route,))
     config = ir.Config((ir.Listener("listener", "127.0.0.1", 1080, "HTTP", (vhost,)),))
 
-    snapshot = run(compile_config(config))
+    snapshot = run(compile_config(config, Stats()))
 
     [backend] = snapshot.groups[("127.0.0.1", 1080)].listeners.find("x.test").vhosts.find("x.test").routes[0].backends
     assert backend.destination is None and backend.invalid_status == 500

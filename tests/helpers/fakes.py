@@ -17,6 +17,7 @@ from pyproxy.dataplane.limits import DEFAULT, Limits
 from pyproxy.dataplane.pool import Pool
 from pyproxy.dataplane.server import HttpProtocol
 from pyproxy.observe import AccessLog
+from pyproxy.stats import Stats
 
 
 class FakeHandle:
@@ -115,8 +116,9 @@ async def connection(limits: Limits = DEFAULT, config: ir.Config | None = None
                      ) -> tuple[HttpProtocol, FakeTransport, FakeLoop]:
     """A downstream connection on a fake transport and clock (``connection_made`` done)."""
     loop = FakeLoop()
-    snapshot = await compile_config(config or direct_config())
-    ctx = Context(snapshot, Resolver(None, 30.0), Pool(limits), AccessLog("off"), limits,
+    stats = Stats()
+    snapshot = await compile_config(config or direct_config(), stats)
+    ctx = Context(snapshot, Resolver(None, 30.0), Pool(limits), AccessLog("off"), stats, limits,
                   loop=cast(asyncio.AbstractEventLoop, loop))
     proto = HttpProtocol(ctx, ("127.0.0.1", 0), "http")
     transport = FakeTransport()

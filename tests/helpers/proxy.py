@@ -2,9 +2,11 @@
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
+from pathlib import Path
 
-from pyproxy import ir
+from pyproxy import admin, ir
 from pyproxy.dataplane.limits import DEFAULT, Limits
+from pyproxy.runtime import Runtime, Settings
 from tests.conftest import destination, forward, listener, serve_ir
 
 
@@ -13,6 +15,20 @@ async def proxy_routes(*routes: ir.Route, hostname: str = "*", limits: Limits = 
     """Serve ``routes`` on one HTTP listener; yields (runtime, port)."""
     async with serve_ir(ir.Config((listener(*routes, hostname=hostname),)), limits=limits) as rt:
         yield rt, rt.ports[("127.0.0.1", 0)]
+
+
+@asynccontextmanager
+async def serve_with_admin(config_dir: Path):
+    """A runtime serving ``config_dir`` (implicit listener on 127.0.0.1, any port) with its
+    admin on 127.0.0.1; yields (runtime, admin port)."""
+    runtime = Runtime(Settings(config_paths=(str(config_dir),), listen=("127.0.0.1", 0), access_log="off"))
+    runner = await admin.start(runtime, "127.0.0.1", 0)
+    try:
+        await runtime.start()
+        yield runtime, runner.addresses[0][1]
+    finally:
+        await runtime.stop()
+        await runner.cleanup()
 
 
 @asynccontextmanager

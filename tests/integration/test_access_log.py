@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import re
+import signal
 import sys
 import threading
 import time
@@ -16,9 +17,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from pyproxy.observe import AccessLog
+from pyproxy.observe import AccessLog, format_text
 from tests.helpers.http import Client
-from tests.helpers.proc import start_proxy
+from tests.helpers.proc import CliProcess, free_port, start_proxy
 
 
 def route_to(directory: Path, upstream_port: int) -> Path:
@@ -222,3 +223,85 @@ async def test_write_errors_drop_the_lines_and_are_reported_once(caplog):
     errors = [r.getMessage() for r in caplog.records if "cannot write" in r.getMessage()]
     assert errors == ["access log: cannot write to /dev/full: [Errno 28] No space left on device"]
     assert caplog.records[-1].getMessage() == "access log: lines dropped in total: 3"
+
+
+ENTRY = {
+    "start_time": "2026-12-02T10:00:00.123Z", "method": "GET", "x-envoy-origin-path": "/hello?x=1",
+    "protocol": "HTTP/1.1", "response_code": 200, "response_flags": "-", "response_code_details": "via_upstream",
+    "bytes_received": 0, "bytes_sent": 128, "duration": 7, "x-forwarded-for": None, "user-agent": "curl/8.5.0",
+    "x-request-id": "6f1c2a9e-2b1d-4c3e-8f00-0123456789ab", ":authority": "app.example.com",
+    "upstream_host": "127.0.0.1:8000", "upstream_cluster": "backend/default/app",
+    "downstream_local_address": "127.0.0.1:8080", "downstream_remote_address": "127.0.0.1:40000",
+    "route_name": "httproute/default/app/rule/0/match/0",
+}
+
+
+def test_text_format_is_envoys_default_line_then_route_and_details():
+    assert format_text(ENTRY) == (
+        '[2026-12-02T10:00:00.123Z] "GET /hello?x=1 HTTP/1.1" 200 - 0 128 7 - "-" "curl/8.5.0" '
+        '"6f1c2a9e-2b1d-4c3e-8f00-0123456789ab" "app.example.com" "127.0.0.1:8000" '
+        "httproute/default/app/rule/0/match/0 via_upstream")
+
+
+def test_text_format_of_a_local_reply_and_of_hostile_header_values():
+    """Unset fields print -; quotes, backslashes and control or non-ASCII bytes in request
+    values are escaped, so one request is always one line with its quoting intact."""
+    entry = {**ENTRY, "method": "-", "x-envoy-origin-path": None, "response_code": 400, "response_flags": "DPE",
+             "response_code_details": "upstream_reset_before_response_started{connection_failure,delayed connect "
+                                      "error: 111}",
+             "user-agent": 'a" "b\\c\x01\xe9', "x-request-id": None, ":authority": None, "upstream_host": None,
+             "route_name": None}
+    assert format_text(entry) == (
+        '[2026-12-02T10:00:00.123Z] "- - HTTP/1.1" 400 DPE 0 128 7 - "-" "a\\" \\"b\\\\c\\u0001\\u00e9" "-" "-" "-" - '
+        "upstream_reset_before_response_started{connection_failure,delayed_connect_error:_111}")
+
+
+async def test_reopen_sends_later_lines_to_a_new_file(tmp_path):
+    """logrotate: rename the file away, reopen; what was logged before stays in the renamed
+    file, what is logged after goes to a new file at the path."""
+    path, rotated = tmp_path / "access.log", tmp_path / "access.log.1"
+    log = AccessLog(str(path), log_format="text")
+    log.write({**ENTRY, "x-envoy-origin-path": "/before"})
+    log.flush()
+    path.rename(rotated)
+    log.reopen()
+    log.write({**ENTRY, "x-envoy-origin-path": "/after"})
+    log.close()
+    assert [line.split()[2] for line in rotated.read_text().splitlines()] == ["/before"]
+    assert [line.split()[2] for line in path.read_text().splitlines()] == ["/after"]
+
+
+async def test_reopen_of_stdout_or_off_does_nothing(tmp_path):
+    for target in ("-", "off"):
+        log = AccessLog(target)
+        log.reopen()
+        log.close()
+
+
+async def test_text_format_and_sigusr1_reopen_through_the_cli(tmp_path, upstream):
+    """`--access-log PATH --access-log-format text`, then logrotate's rename and SIGUSR1."""
+    path, rotated = tmp_path / "access.log", tmp_path / "access.log.1"
+    port = free_port()
+    proxy = CliProcess("--config", str(route_to(tmp_path, upstream.port)), "--listen", f"127.0.0.1:{port}",
+                       "--admin", "off", "--access-log", str(path), "--access-log-format", "text")
+
+    def get(target: str) -> int:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{target}", timeout=10) as resp:
+            return resp.status
+
+    try:
+        await asyncio.to_thread(proxy.wait_for, "ready:")
+        assert await asyncio.to_thread(get, "/before") == 200
+        path.rename(rotated)
+        proxy.proc.send_signal(signal.SIGUSR1)
+        await asyncio.to_thread(proxy.wait_for, f"access log: reopened {path}")
+        assert await asyncio.to_thread(get, "/after") == 200
+    finally:
+        code, lines = proxy.stop()
+    assert code == 0, lines
+    [before] = rotated.read_text().splitlines()
+    [after] = path.read_text().splitlines()
+    assert re.fullmatch(r'\[\S+Z\] "GET /before HTTP/1.1" 200 - 0 \d+ \d+ - "-" "Python-urllib/[\d.]+" "[0-9a-f-]{36}" '
+                        rf'"127.0.0.1:{port}" "127.0.0.1:{upstream.port}" httproute/default/web/rule/0/match/0 '
+                        r"via_upstream", before), before
+    assert after.split()[2] == "/after"

@@ -2,15 +2,16 @@
 from __future__ import annotations
 
 import json
+import logging
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 import trustme
+from prometheus_client.parser import text_string_to_metric_families
 
-from pyproxy import admin
-from pyproxy.runtime import Runtime, Settings
 from tests.helpers.http import raw_exchange
+from tests.helpers.proxy import serve_with_admin
 
 KEY_LABELS = ("PRIVATE KEY", "RSA PRIVATE KEY", "EC PRIVATE KEY", "ENCRYPTED PRIVATE KEY")
 
@@ -76,26 +77,28 @@ def write_config(directory: Path, bundle: str) -> None:
 @asynccontextmanager
 async def admin_serving(config_dir: Path):
     """A runtime serving ``config_dir`` with its admin on 127.0.0.1; yields the admin port."""
-    runtime = Runtime(Settings(config_paths=(str(config_dir),), listen=("127.0.0.1", 0), access_log="off"))
-    runner = await admin.start(runtime, "127.0.0.1", 0)
-    try:
-        await runtime.start()
-        yield runner.addresses[0][1]
-    finally:
-        await runtime.stop()
-        await runner.cleanup()
+    async with serve_with_admin(config_dir) as (_runtime, port):
+        yield port
 
 
-async def get(port: int, path: str, host: str | None) -> tuple[int, bytes]:
+async def get(port: int, path: str, host: str | None, method: str = "GET") -> tuple[int, bytes]:
     """One request over a raw socket, so the test controls the Host header exactly. ``None``:
     no Host header, sent as HTTP/1.0 (aiohttp itself answers 400 to HTTP/1.1 without Host)."""
+    status, _, body = await call(port, path, host, method)
+    return status, body
+
+
+async def call(port: int, path: str, host: str | None = "127.0.0.1", method: str = "GET",
+               headers: str = "") -> tuple[int, str, bytes]:
+    """``get`` that also returns the response head."""
     if host is None:
-        head = f"GET {path} HTTP/1.0\r\n\r\n"
+        head = f"{method} {path} HTTP/1.0\r\n{headers}\r\n"
     else:
-        head = f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+        head = f"{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n{headers}\r\n"
     raw = await raw_exchange(port, head.encode())
     status_line, _, rest = raw.partition(b"\r\n")
-    return int(status_line.split()[1]), rest.partition(b"\r\n\r\n")[2]
+    response_head, _, body = rest.partition(b"\r\n\r\n")
+    return int(status_line.split()[1]), response_head.decode("latin-1").lower(), body
 
 
 @pytest.mark.parametrize("label", KEY_LABELS)
@@ -163,7 +166,100 @@ async def test_admin_answers_a_host_that_is_an_ip_literal_or_localhost(tmp_path,
 async def test_admin_refuses_any_other_host_dns_rebinding_guard(tmp_path, ca, host):
     write_config(tmp_path, ca.cert_pem.bytes().decode())
     async with admin_serving(tmp_path) as port:
-        for path in ("/ready", "/config_dump", "/absent"):
+        for path in ("/", "/ready", "/config_dump", "/clusters", "/server_info", "/stats/prometheus", "/logging",
+                     "/absent"):
             status, body = await get(port, path, None if host is None else host.format(port=port))
             assert status == 403, (path, host)
             assert b"BEGIN" not in body and b"listeners" not in body
+
+
+@pytest.fixture
+def pyproxy_log_level():
+    """Restore the pyproxy logger's level after a test that changes it through the admin."""
+    logger = logging.getLogger("pyproxy")
+    level = logger.level
+    logger.setLevel(logging.INFO)
+    yield logger
+    logger.setLevel(level)
+
+
+async def test_index_lists_every_endpoint_and_which_want_post(tmp_path, ca):
+    write_config(tmp_path, ca.cert_pem.bytes().decode())
+    async with admin_serving(tmp_path) as port:
+        status, body = await get(port, "/", "127.0.0.1")
+        assert await get(port, "/help", "127.0.0.1") == (status, body)
+    assert status == 200
+    lines = {line.split()[0]: line.split()[1] for line in body.decode().splitlines()[1:]}
+    assert lines == {"/": "GET", "/ready": "GET", "/server_info": "GET", "/config_dump": "GET", "/clusters": "GET",
+                     "/stats/prometheus": "GET", "/logging": "GET,", "/reopen_logs": "POST"}
+
+
+async def test_server_info_reports_state_generation_and_files(tmp_path, ca):
+    write_config(tmp_path, ca.cert_pem.bytes().decode())
+    async with admin_serving(tmp_path) as port:
+        status, body = await get(port, "/server_info", "localhost")
+    assert status == 200
+    info = json.loads(body)
+    assert info.pop("uptime_current_epoch").endswith("s") and info.pop("uptime_all_epochs").endswith("s")
+    assert info == {"version": "0.1.0", "state": "LIVE", "generation": 1,
+                    "config_files": [str(tmp_path / "config.yaml")], "reloads": {"success": 0, "failure": 0},
+                    "last_reload_error": None}
+
+
+async def test_clusters_lists_each_destination_with_its_addresses(tmp_path, ca):
+    """Envoy's /clusters?format=json shape; no health checks yet, so HEALTHY."""
+    write_config(tmp_path, ca.cert_pem.bytes().decode())
+    async with admin_serving(tmp_path) as port:
+        status, body = await get(port, "/clusters", "127.0.0.1")
+    assert status == 200
+    assert json.loads(body) == {"cluster_statuses": [{"name": "backend/default/tls-backend", "host_statuses": [{
+        "address": {"socket_address": {"address": "127.0.0.1", "port_value": 9443}},
+        "hostname": None,
+        "health_status": {"eds_health_status": "HEALTHY"},
+        "stats": {"cx_total": 0, "cx_active": 0, "cx_connect_fail": 0, "rq_total": 0, "rq_active": 0, "rq_error": 0},
+    }]}]}
+
+
+async def test_logging_post_sets_the_level_and_get_never_does(tmp_path, ca, pyproxy_log_level):
+    write_config(tmp_path, ca.cert_pem.bytes().decode())
+    async with admin_serving(tmp_path) as port:
+        status, body = await get(port, "/logging", "127.0.0.1")
+        assert status == 200 and body.decode().startswith("active loggers:\n")
+        assert "  pyproxy: info\n" in body.decode()
+
+        status, body = await get(port, "/logging?level=debug", "127.0.0.1", method="POST")
+        assert status == 200 and "  pyproxy: debug\n" in body.decode() and "  pyproxy.server: debug\n" in body.decode()
+        assert pyproxy_log_level.level == logging.DEBUG
+
+        # a mutation through GET is refused, as Envoy refuses any method but POST on /logging
+        assert await get(port, "/logging?level=error", "127.0.0.1") == (405, b"Method GET not allowed, POST required.\n")
+        for bad in ("verbose", "", "trace"):
+            status, body = await get(port, f"/logging?level={bad}", "127.0.0.1", method="POST")
+            assert status == 400 and b"debug, info, warning, error" in body
+        assert (await get(port, "/logging?paths=x:debug", "127.0.0.1", method="POST"))[0] == 400
+        assert pyproxy_log_level.level == logging.DEBUG
+
+        status, body = await get(port, "/logging?level=WARNING", "127.0.0.1", method="POST")
+        assert status == 200 and pyproxy_log_level.level == logging.WARNING
+
+
+async def test_reopen_logs_is_post_only(tmp_path, ca):
+    write_config(tmp_path, ca.cert_pem.bytes().decode())
+    async with admin_serving(tmp_path) as port:
+        assert (await get(port, "/reopen_logs", "127.0.0.1"))[0] == 405
+        assert await get(port, "/reopen_logs", "127.0.0.1", method="POST") == (200, b"OK\n")
+
+
+async def test_stats_prometheus_speaks_text_and_openmetrics(tmp_path, ca):
+    write_config(tmp_path, ca.cert_pem.bytes().decode())
+    async with admin_serving(tmp_path) as port:
+        status, head, body = await call(port, "/stats/prometheus")
+        om_status, om_head, om_body = await call(port, "/stats/prometheus",
+                                                 headers="Accept: application/openmetrics-text\r\n")
+    assert status == 200 and "content-type: text/plain; version=0.0.4; charset=utf-8" in head
+    families = {family.name: family for family in text_string_to_metric_families(body.decode())}
+    assert families["envoy_server_live"].samples[0].value == 1
+    assert families["envoy_cluster_upstream_rq_xx"].type == "unknown"  # Envoy's name kept: no _total added
+    assert families["envoy_http_downstream_rq_time"].type == "histogram"
+    assert om_status == 200 and "content-type: application/openmetrics-text" in om_head
+    assert om_body.endswith(b"# EOF\n")

@@ -12,6 +12,7 @@ import pytest
 
 from pyproxy.dataplane.compile import compile_config
 from pyproxy.runtime import ConfigError, check
+from pyproxy.stats import Stats
 from tests.helpers.proc import run_cli
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -41,7 +42,7 @@ async def test_what_serve_would_compile_compiles(path: Path):
         checked = check([str(path)])
     except ConfigError:
         return  # a shape error: serve refuses it with the same message check prints
-    snapshot = await compile_config(checked.result.config)
+    snapshot = await compile_config(checked.result.config, Stats())
     compiled_groups = {(lst.address, lst.port) for lst in checked.result.config.listeners}
     assert set(snapshot.groups) <= compiled_groups
 
