@@ -12,6 +12,7 @@ import time
 import urllib.request
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.helpers.http import Client
 from tests.helpers.named import HOST, Named, route_config
@@ -89,6 +90,39 @@ async def test_a_killed_worker_is_replaced_and_the_other_loses_no_request(tmp_pa
     assert code == 0, err
     assert "exited with signal SIGKILL; starting a new one" in err
     assert "supervisor: every worker stopped" in err
+
+
+def scrape(proxy: ProxyProcess) -> dict[tuple[str, frozenset], float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{proxy.admin_port}/stats/prometheus", timeout=10) as resp:
+        text = resp.read().decode()
+    return {(sample.name, frozenset(sample.labels.items())): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
+async def test_the_supervisor_sums_the_workers_metrics(tmp_path):
+    target = await Named("a").start()
+    (tmp_path / "routes.yaml").write_text(route_config(target.port))
+    proxy = start_proxy("--config", str(tmp_path), "--workers", "2", "--access-log", "off")
+    try:
+        await asyncio.to_thread(proxy.wait_ready)
+        pids = [w["pid"] for w in (await asyncio.to_thread(server_info, proxy))["workers"]]
+        conns = [await Client.connect(proxy.listen_port) for _ in range(20)]
+        for conn in conns:
+            for _ in range(3):
+                assert (await conn.request("GET", "/", host=HOST)).status == 200
+        assert {socket_owner(conn, pids) for conn in conns} == set(pids)  # both workers served some
+        for conn in conns:
+            await conn.close()
+        samples = await asyncio.to_thread(scrape, proxy)
+    finally:
+        code, _, err = proxy.stop()
+        await target.stop()
+    assert code == 0, err
+    prefix = frozenset({("envoy_http_conn_manager_prefix", f"http-{proxy.listen_port}")})
+    assert samples["envoy_http_downstream_rq_total", prefix] == 60
+    assert samples["envoy_cluster_upstream_rq_total", frozenset({("envoy_cluster_name", "backend/default/app")})] == 60
+    assert samples["envoy_server_live", frozenset()] == 1
+    assert samples["pyproxy_worker_restarts_total", frozenset()] == 0
 
 
 def wait_lines(proxy: CliProcess, text: str, count: int, timeout: float = 20) -> None:
