@@ -4,10 +4,12 @@ removed, certificates changed on a socket that stays."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import ssl
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -24,6 +26,11 @@ async def targets():
     yield a, b
     await a.stop()
     await b.stop()
+
+
+def server_info(admin_port: int) -> dict:
+    with urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/server_info", timeout=5) as resp:
+        return json.load(resp)
 
 
 class ConfigMapDir:
@@ -133,10 +140,15 @@ async def test_an_invalid_write_changes_nothing_and_a_fix_reloads(targets, tmp_p
                               "did you mean 'spec'?"), error
         assert (await conn.request("GET", "/", host=HOST)).body == b"a"
         assert await asyncio.to_thread(ready, admin) == 200
+        info = await asyncio.to_thread(server_info, admin)
+        assert (info["generation"], info["reloads"]) == (1, {"success": 0, "failure": 1})
+        assert "specc: unknown field" in info["last_reload_error"]
 
         atomic_write(config, route_config(b.port))
         await asyncio.to_thread(proxy.wait_for, "reloaded: generation 2")
         assert (await conn.request("GET", "/", host=HOST)).body == b"b"
+        info = await asyncio.to_thread(server_info, admin)
+        assert (info["generation"], info["last_reload_error"]) == (2, None)
         await conn.close()
     finally:
         code, lines = proxy.stop()
