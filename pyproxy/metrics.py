@@ -61,6 +61,7 @@ class _Downstream:
         self.stats: list[ListenerStats] = []
         self.cx_active = 0
         self.rq_active = 0
+        self.upgrades_active = 0
 
 
 class RuntimeCollector(Collector):
@@ -95,6 +96,8 @@ class RuntimeCollector(Collector):
                 group = by_stats[proto.stats]
                 group.cx_active += 1
                 group.rq_active += len(proto.queue)
+                if proto.tunnel is not None:
+                    group.upgrades_active += 1
         return groups
 
     def _downstream(self) -> Iterator[Metric]:
@@ -107,12 +110,18 @@ class RuntimeCollector(Collector):
                                       labels=[PREFIX])
         rq_xx = UnknownMetricFamily("envoy_http_downstream_rq_xx", "downstream responses by status class",
                                     labels=[PREFIX, CODE_CLASS])
+        upgrades_total = CounterMetricFamily("envoy_http_downstream_cx_upgrades", "connections upgraded (WebSocket)",
+                                             labels=[PREFIX])
+        upgrades_active = GaugeMetricFamily("envoy_http_downstream_cx_upgrades_active", "upgraded connections open",
+                                            labels=[PREFIX])
         rq_time = HistogramMetricFamily("envoy_http_downstream_rq_time",
                                         "downstream request time, head received to response end (ms)",
                                         labels=[PREFIX])
         for prefix, group in sorted(self._prefixes().items()):
             cx_total.add_metric([prefix], sum(s.cx_total for s in group.stats))
             cx_active.add_metric([prefix], group.cx_active)
+            upgrades_total.add_metric([prefix], sum(s.cx_upgrades_total for s in group.stats))
+            upgrades_active.add_metric([prefix], group.upgrades_active)
             classes = [sum(column) for column in zip(*(s.rq_xx for s in group.stats), strict=True)]
             rq_total.add_metric([prefix], sum(classes))
             rq_active.add_metric([prefix], group.rq_active)
@@ -120,7 +129,7 @@ class RuntimeCollector(Collector):
                 rq_xx.add_metric([prefix, code_class], classes[int(code_class)])
             histogram = merge([s.rq_time for s in group.stats])
             rq_time.add_metric([prefix], buckets(histogram), histogram.sum)
-        yield from (cx_total, cx_active, rq_total, rq_active, rq_xx, rq_time)
+        yield from (cx_total, cx_active, upgrades_total, upgrades_active, rq_total, rq_active, rq_xx, rq_time)
 
     def _clusters(self) -> Iterator[Metric]:
         clusters = sorted(self.runtime.stats.clusters.items())

@@ -46,10 +46,11 @@ class Histogram:
 class ListenerStats:
     """One listener group (socket) and scheme: Envoy's ``http.<prefix>.downstream_*``."""
 
-    __slots__ = ("cx_total", "rq_xx", "rq_time")
+    __slots__ = ("cx_total", "cx_upgrades_total", "rq_xx", "rq_time")
 
     def __init__(self) -> None:
         self.cx_total = 0
+        self.cx_upgrades_total = 0  # connections that became a tunnel (WebSocket)
         self.rq_xx = status_classes()
         self.rq_time = Histogram()
 

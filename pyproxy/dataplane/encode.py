@@ -66,6 +66,10 @@ def upstream_head(ex: Exchange, route: CompiledRoute, backend: CompiledBackend, 
         headers.append((b"transfer-encoding", b"chunked"))
     elif head.content_length is not None:
         headers.append((b"content-length", b"%d" % head.content_length))
+    elif head.upgrade:
+        # hop-by-hop, so dropped above: the upgrade is asked for again, by us, on this hop
+        headers.append((b"connection", b"upgrade"))
+        headers.append((b"upgrade", head.upgrade))
     target = path + "?" + head.query if head.query else path
     lines = [b"%s %s HTTP/1.1\r\nhost: %s" % (head.method.encode(), target.encode("latin-1"), host)]
     lines.extend(map(b": ".join, headers))
@@ -98,6 +102,14 @@ def response_head(ex: Exchange, status: int, reason: bytes, headers: Headers, cl
     if ex.cors_headers:
         out = replace_headers(out, ex.cors_headers)
     head = ex.head
+    if status == 101:
+        # the switch: no framing, the upgrade answered on this hop (the tunnel follows)
+        out.append((b"connection", b"upgrade"))
+        out.append((b"upgrade", head.upgrade))
+        lines = [b"HTTP/1.1 101 %s" % (reason or http.REASONS.get(101, b"Switching Protocols"))]
+        lines.extend(map(b": ".join, out))
+        lines.append(b"\r\n")
+        return b"\r\n".join(lines), False
     bodiless = head.method == "HEAD" or status in (204, 304)
     other = [c for c in codings if c and c != b"chunked"]
     if b"chunked" in codings[:-1]:

@@ -59,6 +59,10 @@ class Downstream(Protocol):
     def continue_request(self, ex: Exchange) -> None:
         """The request will be forwarded: answer ``Expect: 100-continue`` if it asked."""
 
+    def start_tunnel(self, ex: Exchange, conn: UpstreamConnection, first: bytes) -> None:
+        """The upstream switched protocols (its 101 went through ``send_head``): relay bytes
+        both ways between the client and ``conn`` until either ends."""
+
 
 class Forwarder:
     """One exchange's way upstream. ``body``/``end_request`` feed it the request,
@@ -97,8 +101,9 @@ class Forwarder:
         self.replay_size = 0
         self.discarding = False  # the current upstream answer is dropped (it is being retried)
         self.retried = False  # the one stale keep-alive retry was used
-        self.mirrors = [dest for dest, percent in route.mirrors
-                        if percent >= 100 or random.random() * 100 < percent] if route.mirrors else None
+        mirrored = route.mirrors if not ex.head.upgrade else ()  # an upgrade is not mirrored
+        self.mirrors = [dest for dest, percent in mirrored
+                        if percent >= 100 or random.random() * 100 < percent] if mirrored else None
         self.body: list[bytes] = ex.body  # request body received while no connection is attached
         self.body_size = ex.body_size
         ex.body = []
@@ -224,7 +229,7 @@ class Forwarder:
         host.rq_total += 1
         host.rq_active += 1
         self.sent_at = time.monotonic()
-        conn.start(self, self.head, self.ex.head.method == "HEAD")
+        conn.start(self, self.head, self.ex.head.method == "HEAD", bool(self.ex.head.upgrade))
         body = self.body
         if body:
             self.body = []
@@ -329,6 +334,19 @@ class Forwarder:
             self.discarding = True  # this answer is dropped; the request is sent again
             return
         self.down.send_head(self.ex, status, reason, headers)
+
+    def upgraded(self, conn: UpstreamConnection, first: bytes) -> None:
+        """The upstream answered the upgrade with 101: the connection leaves the pool and
+        this exchange for the downstream's tunnel; the request deadlines no longer apply
+        (a tunnel has the stream idle timeout, as in Envoy)."""
+        self.conn = None
+        self.host.rq_active -= 1
+        self.done = True
+        for timer in (self.timer, self.try_timer):
+            if timer is not None:
+                timer.cancel()
+        self.timer = self.try_timer = None
+        self.down.start_tunnel(self.ex, conn, first)
 
     def response_body(self, data: bytes) -> None:
         if not self.discarding:

@@ -39,7 +39,9 @@ _CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})[ \t]*(?:;|\r\n)")
 class RequestHead:
     """A validated request head. ``path`` is normalised (what routes match and the upstream
     receives); ``redirect`` is set when the path held an escaped slash or backslash: Envoy
-    Gateway answers such a request with a redirect to the unescaped, normalised path."""
+    Gateway answers such a request with a redirect to the unescaped, normalised path.
+    ``upgrade`` is the protocol a bodiless ``Connection: upgrade`` request asks to switch to
+    (its ``Upgrade`` token, lowercased), or b"" (no upgrade; ``h2c`` counts as none)."""
 
     __slots__ = ("method", "version", "target", "path", "query", "host", "host_header", "headers", "keep_alive",
                  "upgrade", "chunked", "content_length", "expect_continue", "redirect")
@@ -54,7 +56,7 @@ class RequestHead:
         self.host_header = b""
         self.headers: list[tuple[bytes, bytes]] = []
         self.keep_alive = True
-        self.upgrade = False
+        self.upgrade = b""
         self.chunked = False
         self.content_length: int | None = None
         self.expect_continue = False
@@ -274,11 +276,14 @@ class RequestReader:
         head = RequestHead()
         head.method = parser.get_method().decode("latin-1")
         head.version = parser.get_http_version()
-        head.upgrade = upgrade
         head.headers = hp.headers
         validate(head, hp.url)
-        if upgrade:
-            head.keep_alive = False
+        if upgrade and not head.chunked and not head.content_length:
+            head.upgrade = upgrade_token(head.headers)
+        if head.upgrade:
+            # what follows the head belongs to the other protocol if the upstream switches, or
+            # is the next request if it does not: nothing is parsed until the answer says which
+            self.held = True
         self.last = not head.keep_alive
         self.handler.request_head(head)
         if self.state == _STOPPED:
@@ -374,6 +379,16 @@ def _cause(exc: httptools.HttpParserError) -> ProxyError:
     if "invalid `Transfer-Encoding`" in str(exc):
         return errors.NotImplementedCoding(str(exc))  # Envoy and nginx: 501 for a coding they lack
     return BadRequest(str(exc))
+
+
+def upgrade_token(headers: list[tuple[bytes, bytes]]) -> bytes:
+    """The protocol an upgrade request asks for (its first ``Upgrade`` token, lowercased);
+    b"" for ``h2c``, which is ignored (served as HTTP/1.1, as Envoy does)."""
+    for name, value in headers:
+        if name == b"upgrade":
+            token = value.split(b",")[0].strip().lower()
+            return b"" if token == b"h2c" else token
+    return b""
 
 
 def validate(head: RequestHead, url: bytes) -> None:

@@ -52,6 +52,9 @@ class _Discard:
         if not self.done.done():
             self.done.set_result(None)
 
+    def upgraded(self, conn: UpstreamConnection, first: bytes) -> None:
+        conn.abort()  # mirrors never ask for an upgrade; a 101 is refused before this
+
     def upstream_failed(self, error: ProxyError) -> None:
         if not self.done.done():
             self.done.set_exception(error)

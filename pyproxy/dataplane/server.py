@@ -35,6 +35,8 @@ from .flow import HOLD, UPSTREAM_FULL, ReadGate
 from .forward import Forwarder
 from .framing import RequestHead, RequestReader
 from .states import KEEP_ALIVE, REQUEST, Conn, Ev, Req, Resp, step
+from .tunnel import Tunnel
+from .upstream import UpstreamConnection
 
 log = logging.getLogger("pyproxy.server")
 
@@ -77,6 +79,8 @@ class HttpProtocol(asyncio.Protocol):
         self.peer = ""
         self.peer_b = b""
         self.local = ""
+        self.upgrading: Exchange | None = None  # an upgrade request waiting for its answer
+        self.tunnel: Tunnel | None = None  # after a 101: every byte is relayed
 
     def __repr__(self) -> str:
         return (f"<HttpProtocol {self.peer} keep={self.keep.name} queue={list(self.queue)} "
@@ -101,6 +105,9 @@ class HttpProtocol(asyncio.Protocol):
         self._arm(_HEADER)  # a connection that sends nothing gets the header deadline
 
     def data_received(self, data: bytes) -> None:
+        if self.tunnel is not None:
+            self.tunnel.to_upstream(data)
+            return
         if self.closed:
             return
         self.progress += 1
@@ -110,9 +117,13 @@ class HttpProtocol(asyncio.Protocol):
         self._feed(data)
 
     def eof_received(self) -> bool | None:
+        if self.tunnel is not None:
+            return self.tunnel.downstream_eof()
         return None
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self.tunnel is not None:
+            self.end_tunnel(self.tunnel.ex)
         self.closed = True
         self.ctx.forget(self)
         self.deadline_cb = None
@@ -134,12 +145,18 @@ class HttpProtocol(asyncio.Protocol):
 
     def pause_writing(self) -> None:
         self.write_paused = True
+        if self.tunnel is not None:
+            self.tunnel.downstream_full(True)
+            return
         if self.queue and self.queue[0].forwarder is not None:
             self.queue[0].forwarder.pause_reading(True)
 
     def resume_writing(self) -> None:
         self.write_paused = False
         self.progress += 1
+        if self.tunnel is not None:
+            self.tunnel.downstream_full(False)
+            return
         if self.queue and self.queue[0].forwarder is not None:
             self.queue[0].forwarder.pause_reading(False)
         self._advance()
@@ -170,6 +187,8 @@ class HttpProtocol(asyncio.Protocol):
         if not head.keep_alive:
             self.keep = step(KEEP_ALIVE, self.keep, Ev.LAST)
         self.reading = ex
+        if head.upgrade:
+            self.upgrading = ex
         self.queue.append(ex)
         if len(self.queue) == 1 and not self.write_paused:
             self._start(ex)
@@ -215,8 +234,8 @@ class HttpProtocol(asyncio.Protocol):
         if reading is not None:
             # the body of a request that is not being forwarded yet is held at buffer_limit
             return reading.forwarder is not None or reading.body_size <= self.limits.buffer_limit
-        if self.keep is not Conn.OPEN or self.closed:
-            return False
+        if self.keep is not Conn.OPEN or self.closed or self.upgrading is not None:
+            return False  # (after an upgrade request: the answer says what the next bytes are)
         if self.write_paused:
             return False  # the client is not reading our answers: read no further requests
         return len(self.queue) < self.limits.max_pipelined
@@ -226,6 +245,10 @@ class HttpProtocol(asyncio.Protocol):
     def _start(self, ex: Exchange) -> None:
         """Route the exchange at the head of the queue; answer it or start forwarding."""
         ex.advance(Ev.START)
+        if ex.head.upgrade and ex.head.upgrade != b"websocket":
+            # Envoy's default upgrade_configs allow websocket only
+            self._local(ex, 403, details="upgrade_failed")
+            return
         try:
             local = decide(self.ctx.snapshot, self.group_key, self.sni, self.scheme, ex)
         except ProxyError as error:
@@ -295,6 +318,8 @@ class HttpProtocol(asyncio.Protocol):
 
     def _finish(self, ex: Exchange) -> None:
         """The exchange's answer is complete (or cut short)."""
+        if ex is self.upgrading:
+            self.upgrading = None  # answered without a switch: the connection goes on as HTTP
         self._log(ex)
         self.served += 1
         if ex.req is not Req.DONE:
@@ -358,6 +383,10 @@ class HttpProtocol(asyncio.Protocol):
 
     def fail(self, ex: Exchange, error: ProxyError) -> None:
         """Answer with the error's local reply, or cut the connection if the response began."""
+        tunnel = self.tunnel
+        if tunnel is not None:
+            self.tunnel = None
+            tunnel.close()
         if ex.forwarder is not None:
             ex.forwarder.cancel()
         if ex.response_started:
@@ -382,6 +411,38 @@ class HttpProtocol(asyncio.Protocol):
     def continue_request(self, ex: Exchange) -> None:
         if ex.head.expect_continue and ex.req is Req.BODY and not ex.bytes_received:
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def start_tunnel(self, ex: Exchange, conn: UpstreamConnection, first: bytes) -> None:
+        self.flush()  # the 101
+        self.upgrading = None
+        ex.forwarder = None
+        tunnel = self.tunnel = conn.tunnel = Tunnel(self, conn, ex)
+        self.stats.cx_upgrades_total += 1
+        self.keep = step(KEEP_ALIVE, self.keep, Ev.CLOSE)  # the connection ends with the tunnel
+        self.reader.stop()
+        if first:
+            tunnel.to_downstream(first)
+        backlog, self.backlog = self.backlog, b""
+        if backlog:  # sent right after the upgrade request, before the 101 came back
+            tunnel.to_upstream(backlog)
+        if self.gate.blocked & HOLD:
+            self.gate.unblock(HOLD)
+        if self.write_paused:
+            tunnel.downstream_full(True)
+
+    def end_tunnel(self, ex: Exchange) -> None:
+        """The tunnel is over (both sides ended, or one was lost): close the upstream side,
+        log the exchange (status 101, the tunnel's duration and bytes) and close."""
+        tunnel = self.tunnel
+        if tunnel is None:
+            return
+        self.tunnel = None
+        tunnel.close()
+        if ex.resp is Resp.SENDING:
+            ex.advance(Ev.END)
+            self._finish(ex)
+        if not self.transport.is_closing():
+            self.transport.close()
 
     def _closes_after(self, ex: Exchange) -> bool:
         """Whether the response now being written is the connection's last: its request

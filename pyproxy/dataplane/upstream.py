@@ -9,7 +9,7 @@ import logging
 import select
 import ssl
 from collections.abc import Callable
-from typing import NamedTuple, cast
+from typing import TYPE_CHECKING, NamedTuple, cast
 from typing import Protocol as TypingProtocol
 
 import httptools
@@ -17,6 +17,9 @@ import httptools
 from ..errors import ProxyError, UpstreamProtocolError, UpstreamReset
 from ..stats import HostStats
 from .limits import Limits
+
+if TYPE_CHECKING:
+    from .tunnel import Tunnel
 
 log = logging.getLogger("pyproxy.upstream")
 
@@ -58,6 +61,10 @@ class ResponseSink(TypingProtocol):
 
     def upstream_resume(self) -> None: ...
 
+    def upgraded(self, conn: UpstreamConnection, first: bytes) -> None:
+        """The upstream switched protocols (the 101 went to ``response_head``): the
+        connection is the sink's now, as a tunnel; ``first`` is what followed the 101."""
+
 
 class UpstreamConnection(asyncio.BufferedProtocol):
     """One keep-alive connection to an upstream address; carries one request at a time.
@@ -76,7 +83,8 @@ class UpstreamConnection(asyncio.BufferedProtocol):
 
     __slots__ = ("key", "limits", "transport", "parser", "sink", "closed", "head_request", "_headers", "_reason",
                  "_informational", "_status", "_close_delimited", "_head_bytes", "_read_size", "on_close",
-                 "idle_since", "_view", "_complete", "_ended", "_readable", "_held", "_held_timer", "host")
+                 "idle_since", "_view", "_complete", "_ended", "_readable", "_held", "_held_timer", "host",
+                 "upgrade", "_switching", "tunnel")
 
     transport: asyncio.Transport  # set by connection_made, before the pool hands it out
     host: HostStats  # set by the pool with on_close: whose cx_active this connection counts in
@@ -104,12 +112,16 @@ class UpstreamConnection(asyncio.BufferedProtocol):
         self._held: list[bytes] | None = None  # request body bytes waiting for a read (send_body)
         self._held_timer: asyncio.TimerHandle | None = None
         self._ended: ResponseSink | None = None  # whom to tell once the read is parsed
+        self.upgrade = False  # the request asked to switch protocols: a 101 is an answer
+        self._switching = False  # a 101 arrived; what follows its head is the other protocol
+        self.tunnel: Tunnel | None = None  # after the switch: the bytes are the tunnel's
 
     # ------------------------------------------------------------------ used by the exchange
 
-    def start(self, sink: ResponseSink, head: bytes, head_request: bool) -> None:
+    def start(self, sink: ResponseSink, head: bytes, head_request: bool, upgrade: bool = False) -> None:
         self.sink = sink
         self.head_request = head_request
+        self.upgrade = upgrade
         self.transport.write(head)
 
     def send_body(self, pieces: list[bytes] | tuple[bytes, ...]) -> None:
@@ -188,6 +200,10 @@ class UpstreamConnection(asyncio.BufferedProtocol):
         self.data_received(self._view[:nbytes])
 
     def data_received(self, data: bytes | memoryview) -> None:
+        tunnel = self.tunnel
+        if tunnel is not None:
+            tunnel.to_downstream(bytes(data))
+            return
         sink = self.sink
         if sink is None:
             self.abort()
@@ -195,8 +211,14 @@ class UpstreamConnection(asyncio.BufferedProtocol):
         self._read_size = len(data)
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._fail(UpstreamProtocolError("upgrade response"))
+        except httptools.HttpParserUpgrade as exc:
+            if not self._switching:
+                self._fail(UpstreamProtocolError("upgrade response"))
+                return
+            self._switching = False
+            self.sink = None
+            self._drop_held()
+            sink.upgraded(self, bytes(data[exc.args[0]:]))
             return
         except httptools.HttpParserError as exc:
             cause = exc.__context__
@@ -239,11 +261,16 @@ class UpstreamConnection(asyncio.BufferedProtocol):
         sink.response_end(reusable)
 
     def eof_received(self) -> bool:
+        if self.tunnel is not None:
+            return self.tunnel.upstream_eof()
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self._gone()
+        if self.tunnel is not None:
+            self.tunnel.upstream_lost()
+            return
         sink, self.sink = self.sink, None
         if sink is not None:
             # A response without framing ends at close; anything else was cut short.
@@ -253,11 +280,15 @@ class UpstreamConnection(asyncio.BufferedProtocol):
                 sink.upstream_failed(UpstreamReset("connection closed by upstream"))
 
     def pause_writing(self) -> None:
-        if self.sink is not None:
+        if self.tunnel is not None:
+            self.tunnel.upstream_full(True)
+        elif self.sink is not None:
             self.sink.upstream_pause()
 
     def resume_writing(self) -> None:
-        if self.sink is not None:
+        if self.tunnel is not None:
+            self.tunnel.upstream_full(False)
+        elif self.sink is not None:
             self.sink.upstream_resume()
 
     # ------------------------------------------------------------------ parser callbacks
@@ -289,7 +320,12 @@ class UpstreamConnection(asyncio.BufferedProtocol):
         status = self.parser.get_status_code()
         self._status = status
         if status == 101:
-            raise UpstreamProtocolError("101 Switching Protocols without an upgrade request")
+            if not self.upgrade:
+                raise UpstreamProtocolError("101 Switching Protocols without an upgrade request")
+            self._switching = True  # llhttp stops after this head (HttpParserUpgrade)
+            assert self.sink is not None
+            self.sink.response_head(status, self._reason, self._headers)
+            return
         if status < 200:
             self._informational = True
             return
@@ -312,6 +348,8 @@ class UpstreamConnection(asyncio.BufferedProtocol):
         self.sink.response_body(body)
 
     def on_message_complete(self) -> None:
+        if self._switching:
+            return
         if self._informational:
             self._informational = False
             return

@@ -14,9 +14,11 @@ from .status import Condition, ObjectStatus, object_status
 
 UNIX_PATH_MAX = 108
 SYSTEM_CA = "System"
-# appProtocols pyproxy cannot speak: it talks HTTP/1.1 (over TLS or not) to backends. The
-# others (gateway.envoyproxy.io/ws and /wss) are hints that change nothing here.
+# appProtocols pyproxy cannot speak: it talks HTTP/1.1 (over TLS or not) to backends.
 UNSUPPORTED_APP_PROTOCOLS = ("gateway.envoyproxy.io/h2c",)
+# WebSocket over HTTP/1.1 (plain or TLS): every route forwards websocket upgrades, so these
+# need nothing more (Gateway API's HTTPRouteBackendProtocolWebSocket)
+WEBSOCKET_APP_PROTOCOLS = ("gateway.envoyproxy.io/ws", "gateway.envoyproxy.io/wss")
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,7 +160,8 @@ def _status(backend: res.Backend, resolved: ResolvedBackend) -> ObjectStatus:
             f"spec.appProtocols {', '.join(resolved.unsupported_protocols)} is not supported (pyproxy speaks "
             "HTTP/1.1 to backends): backendRefs to this Backend answer 500"
         )
-    ignored = [p for p in backend.spec.app_protocols if p not in UNSUPPORTED_APP_PROTOCOLS]
+    ignored = [p for p in backend.spec.app_protocols
+               if p not in UNSUPPORTED_APP_PROTOCOLS and p not in WEBSOCKET_APP_PROTOCOLS]
     if ignored:
         notes.append(f"spec.appProtocols {', '.join(ignored)} is ignored")
     if backend.spec.fallback:

@@ -398,13 +398,33 @@ async def test_te_byte_mutations(proxy, upstream, position):
     assert failures == []
 
 
-async def test_upgrade_request_is_not_switched(proxy, upstream):
-    """No protocol switch: the request goes upstream without Upgrade, the connection closes
-    after its response, and bytes after it are never parsed as a request."""
+@pytest.mark.parametrize("split", [False, True], ids=["whole", "byte-by-byte"])
+async def test_an_upgrade_the_upstream_declines_goes_on_as_http(proxy, upstream, split):
+    """The upgrade is asked for upstream (our own Connection/Upgrade on that hop); the
+    upstream answers 200 instead of 101, so the connection stays HTTP and the bytes after the
+    upgrade request are the next request, parsed and routed by the proxy, never relayed raw."""
     data = (b"GET /ws HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
             b"Sec-WebSocket-Version: 13\r\n\r\n" + SMUG)
-    responses, closed, _ = await exchange(proxy, data, count=1)
-    assert [r.status for r in responses] == [200] and closed
-    assert [s.path for s in upstream.seen] == ["/ws"]
+    responses, _, _ = await exchange(proxy, data, split, count=2)
+    assert [r.status for r in responses] == [200, 200]
+    assert [s.path for s in upstream.seen] == ["/ws", "/smuggled"]
     headers = dict(upstream.seen[0].headers)
-    assert "upgrade" not in headers and "connection" not in headers
+    assert (headers["upgrade"], headers["connection"]) == ("websocket", "upgrade")
+    assert "upgrade" not in dict(upstream.seen[1].headers)
+
+
+async def test_an_upgrade_to_anything_but_websocket_is_refused_403(proxy, upstream):
+    """Envoy's default upgrade_configs allow websocket only; the connection goes on."""
+    data = b"GET /x HTTP/1.1\r\nHost: a\r\nConnection: Upgrade\r\nUpgrade: foo/2\r\n\r\n" + SMUG
+    responses, _, _ = await exchange(proxy, data, count=2)
+    assert [r.status for r in responses] == [403, 200]
+    assert [s.path for s in upstream.seen] == ["/smuggled"]
+
+
+async def test_an_h2c_upgrade_is_served_as_http1(proxy, upstream):
+    data = (b"GET /x HTTP/1.1\r\nHost: a\r\nConnection: Upgrade, HTTP2-Settings\r\nUpgrade: h2c\r\n"
+            b"HTTP2-Settings: AAMAAABkAAQAoAAAAAIAAAAA\r\n\r\n")
+    responses, _, _ = await exchange(proxy, data, count=1)
+    assert [r.status for r in responses] == [200]
+    headers = dict(upstream.seen[0].headers)
+    assert "upgrade" not in headers and "http2-settings" not in headers
