@@ -30,6 +30,11 @@ class EchoServer:
         self.close_codes: list[int | None] = []
         self.flooded = 0
         self.paths: list[str] = []
+        self._closed = asyncio.Event()
+
+    async def closed(self) -> None:
+        """Until an echoing connection has ended (its close code recorded)."""
+        await asyncio.wait_for(self._closed.wait(), 10)
 
     async def handler(self, ws: ServerConnection) -> None:
         path = ws.request.path if ws.request is not None else ""
@@ -48,6 +53,7 @@ class EchoServer:
                 await ws.send(message)
         finally:
             self.close_codes.append(ws.close_code)
+            self._closed.set()
 
 
 @pytest.fixture
@@ -83,10 +89,7 @@ async def test_wss_to_a_tls_backend_verified_by_its_ca(ca):
                 await ws.send("over tls")
                 assert await asyncio.wait_for(ws.recv(), 10) == "over tls"
                 await ws.close(4003)
-            for _ in range(100):
-                if server.close_codes:
-                    break
-                await asyncio.sleep(0.02)
+            await server.closed()
     assert server.close_codes == [4003]
 
 
@@ -97,10 +100,7 @@ async def test_the_client_close_code_reaches_the_server(echo):
         await ws.recv()
         await ws.close(4001, "client says bye")
         assert ws.close_code == 4001
-        for _ in range(100):
-            if echo.close_codes:
-                break
-            await asyncio.sleep(0.02)
+        await echo.closed()
     assert echo.close_codes == [4001]
 
 
