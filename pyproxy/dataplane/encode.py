@@ -85,22 +85,14 @@ def response_head(ex: Exchange, status: int, reason: bytes, headers: Headers, cl
     else chunked for HTTP/1.1 — keeping any other transfer codings it applied (``gzip,
     chunked``: the body we relay is the gzip stream, re-chunked); else close-delimited for
     HTTP/1.0 (which cannot take transfer codings at all: 502)."""
-    tokens = http.connection_tokens(headers)
     content_length = None
     codings: list[bytes] = []
-    out: Headers = []
-    for h in headers:
-        name = h[0]
+    for name, value in headers:
         if name == b"content-length":
-            content_length = h[1]
+            content_length = value
         elif name == b"transfer-encoding":
-            codings.extend(c.strip().lower() for c in h[1].split(b","))
-        elif name not in http.HOP_BY_HOP and name not in tokens:
-            out.append(h)
-    for ops in ex.response_filters:
-        out = ops.apply(out)
-    if ex.cors_headers:
-        out = replace_headers(out, ex.cors_headers)
+            codings.extend(c.strip().lower() for c in value.split(b","))
+    out = end_to_end(ex, headers)
     head = ex.head
     if status == 101:
         # the switch: no framing, the upgrade answered on this hop (the tunnel follows)
@@ -137,6 +129,19 @@ def response_head(ex: Exchange, status: int, reason: bytes, headers: Headers, cl
     lines.extend(map(b": ".join, out))
     lines.append(b"\r\n")
     return b"\r\n".join(lines), close
+
+
+def end_to_end(ex: Exchange, headers: Headers) -> Headers:
+    """The upstream's response headers the client gets, before any framing of ours: the
+    hop-by-hop and framing ones dropped (and any named in ``Connection``), then the response
+    filters and the CORS headers applied."""
+    tokens = http.connection_tokens(headers)
+    out = [h for h in headers if h[0] not in http.HOP_BY_HOP and h[0] not in tokens]
+    for ops in ex.response_filters:
+        out = ops.apply(out)
+    if ex.cors_headers:
+        out = replace_headers(out, ex.cors_headers)
+    return out
 
 
 def replace_headers(headers: Headers, new: Headers) -> Headers:
