@@ -4,18 +4,39 @@ one sweeper for their header and idle deadlines) and the mirrored requests in fl
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Sized
+from typing import Protocol
 
 from ..observe import AccessLog
-from ..stats import Stats
+from ..stats import ListenerStats, Stats
 from .compile import Snapshot
 from .dns import Resolver
 from .limits import Limits
 from .mirror import Mirrors
 from .pool import Pool
 
-if TYPE_CHECKING:
-    from .server import HttpProtocol
+
+class Connection(Protocol):
+    """What the context, the runtime and the metrics need of a downstream connection
+    (``server.HttpProtocol``, ``h2.H2Protocol``)."""
+
+    transport: asyncio.Transport
+    deadline: float  # when ``deadline_cb`` is due (the sweeper's one slot per connection)
+    deadline_cb: Callable[[], None] | None
+    group_key: tuple[str, int]
+    stats: ListenerStats
+
+    @property
+    def queue(self) -> Sized:
+        """The exchanges not answered yet."""
+
+    @property
+    def tunnel(self) -> object | None:
+        """The tunnel the connection became (WebSocket), if it did."""
+
+    def stream_idle(self, now: float) -> None: ...
+
+    def drain(self) -> None: ...
 
 
 class Context:
@@ -34,7 +55,7 @@ class Context:
         self.stats = stats
         self.limits = limits
         self.mirrors = Mirrors(pool, resolver, limits)
-        self.connections: set[HttpProtocol] = set()
+        self.connections: set[Connection] = set()
         self._emptied: asyncio.Event | None = None
         self._ticker: asyncio.TimerHandle | None = None
         # deadlines fire at most a quarter of the shortest one late (at most a second)
@@ -60,7 +81,7 @@ class Context:
         if self.connections:
             self.watch_deadlines()
 
-    def forget(self, proto: HttpProtocol) -> None:
+    def forget(self, proto: Connection) -> None:
         """A connection is gone (its ``connection_lost``)."""
         self.connections.discard(proto)
         if not self.connections and self._emptied is not None:

@@ -34,6 +34,7 @@ from .exchange import Exchange, access_entry, request_id
 from .flow import HOLD, UPSTREAM_FULL, ReadGate
 from .forward import Forwarder
 from .framing import RequestHead, RequestReader
+from .h2 import PREFACE, H2Protocol
 from .states import KEEP_ALIVE, REQUEST, Conn, Ev, Req, Resp, step
 from .tunnel import Tunnel
 from .upstream import UpstreamConnection
@@ -79,6 +80,8 @@ class HttpProtocol(asyncio.Protocol):
         self.peer = ""
         self.peer_b = b""
         self.local = ""
+        self.sniffing = True  # until the first bytes show HTTP/1 or the HTTP/2 preface
+        self.sniff = b""
         self.upgrading: Exchange | None = None  # an upgrade request waiting for its answer
         self.tunnel: Tunnel | None = None  # after a 101: every byte is relayed
 
@@ -92,7 +95,6 @@ class HttpProtocol(asyncio.Protocol):
         # uvloop's transports implement asyncio.Transport without subclassing it
         self.transport = cast(asyncio.Transport, transport)
         self.gate = ReadGate(self.transport)
-        self.ctx.connections.add(self)
         self.stats.cx_total += 1
         peer = transport.get_extra_info("peername")
         sock = transport.get_extra_info("sockname")
@@ -102,6 +104,10 @@ class HttpProtocol(asyncio.Protocol):
         ssl_object = transport.get_extra_info("ssl_object")
         if ssl_object is not None:
             self.sni = tls.server_name(ssl_object)
+            if ssl_object.selected_alpn_protocol() == "h2":
+                self._become_h2(b"")
+                return
+        self.ctx.connections.add(self)
         self._arm(_HEADER)  # a connection that sends nothing gets the header deadline
 
     def data_received(self, data: bytes) -> None:
@@ -110,6 +116,17 @@ class HttpProtocol(asyncio.Protocol):
             return
         if self.closed:
             return
+        if self.sniffing:
+            # HTTP/2 with prior knowledge begins with its preface instead of a request
+            data = self.sniff + data
+            if len(data) < len(PREFACE) and PREFACE.startswith(data):
+                self.sniff = data
+                return
+            self.sniffing = False
+            self.sniff = b""
+            if data.startswith(PREFACE):
+                self._become_h2(data)
+                return
         self.progress += 1
         if self.backlog:  # held: keep the order (a TLS transport may deliver after pause)
             self.backlog += data
@@ -411,6 +428,19 @@ class HttpProtocol(asyncio.Protocol):
     def continue_request(self, ex: Exchange) -> None:
         if ex.head.expect_continue and ex.req is Req.BODY and not ex.bytes_received:
             self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+
+    def _become_h2(self, first: bytes) -> None:
+        """Hand the transport to an HTTP/2 connection (ALPN h2, or the preface in clear)."""
+        self.closed = True
+        self.ctx.forget(self)
+        self.deadline_cb = None
+        self.reader.stop()
+        proto = H2Protocol(self.ctx, self.group_key, self.scheme, self.sni, self.peer, self.peer_b, self.local,
+                           self.stats)
+        self.transport.set_protocol(proto)
+        proto.connection_made(self.transport)
+        if first:
+            proto.data_received(first)
 
     def start_tunnel(self, ex: Exchange, conn: UpstreamConnection, first: bytes) -> None:
         self.flush()  # the 101

@@ -28,7 +28,8 @@ import certifi
 
 from pyproxy import ir, pem
 
-ALPN = ["http/1.1"]
+ALPN = ["http/1.1"]  # to backends: HTTP/1.1 only
+SERVER_ALPN = ["h2", "http/1.1"]  # offered to clients on HTTPS listeners
 # TLS 1.2 suites: ECDHE key exchange with AEAD ciphers only (Envoy's default list); TLS 1.3
 # suites are OpenSSL's defaults, which are all AEAD.
 CIPHERS_TLS12 = ":".join(
@@ -222,7 +223,7 @@ def _new_server_context() -> ssl.SSLContext:
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
     ctx.maximum_version = ssl.TLSVersion.TLSv1_3
     ctx.set_ciphers(CIPHERS_TLS12)
-    ctx.set_alpn_protocols(ALPN)
+    ctx.set_alpn_protocols(SERVER_ALPN)
     ctx.options |= ssl.OP_CIPHER_SERVER_PREFERENCE | ssl.OP_NO_RENEGOTIATION
     return ctx
 

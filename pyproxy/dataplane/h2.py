@@ -1,0 +1,525 @@
+"""The downstream HTTP/2 connection (h2 for framing, HPACK and flow control).
+
+Each stream is an exchange: its head is validated as an HTTP/1.1 head would be (the
+pseudo-headers become the request line and Host), routed by ``decide`` and forwarded by a
+``Forwarder`` talking to the stream through the ``Downstream`` methods of ``Stream``, so
+forwarding does not know which protocol the client spoke. Upstream connections stay HTTP/1.1.
+
+Flow control both ways:
+- request bodies: the bytes of a DATA frame are acknowledged (the window reopened) once the
+  forwarder has taken them; while it holds the request back (``pause_request``) they are not,
+  so a client cannot make the proxy buffer more than the stream window;
+- response bodies: what does not fit the client's windows waits in the stream, and once that
+  passes ``buffer_limit`` the forwarder stops reading the upstream until the client opens
+  its window again.
+
+Limits (Envoy's defaults where it has them): 100 concurrent streams per connection (more are
+refused by h2 with a stream error), the header list size of ``max_header_bytes``, and the
+rapid-reset budget: a connection on which clients reset streams before their response
+ended, at least ``RESET_BUDGET`` times and for more than half of its streams, is closed with
+GOAWAY ENHANCE_YOUR_CALM (CVE-2023-44487). A drain sends GOAWAY, lets the open streams
+finish and closes.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, cast
+
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import h2.exceptions
+import h2.settings
+
+from .. import errors
+from ..errors import ProxyError
+from .context import Context
+from .decide import decide
+from .encode import end_to_end, upstream_head
+from .exchange import Exchange, access_entry, request_id
+from .forward import Forwarder
+from .framing import RequestHead, validate
+from .states import Ev, Req, Resp
+
+if TYPE_CHECKING:
+    from ..stats import ListenerStats
+    from .upstream import UpstreamConnection
+
+log = logging.getLogger("pyproxy.h2")
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+MAX_CONCURRENT_STREAMS = 100
+RESET_BUDGET = 100
+MAX_FRAME = 16384
+
+
+class Stream:
+    """One request/response exchange on the connection; the forwarder's ``Downstream``."""
+
+    __slots__ = ("owner", "id", "ex", "ctx", "loop", "write_paused", "out", "out_size", "ending", "acks",
+                 "request_paused", "opened", "progress", "progress_seen", "progress_at")
+
+    def __init__(self, owner: H2Protocol, stream_id: int, ex: Exchange) -> None:
+        self.owner = owner
+        self.id = stream_id
+        self.ex = ex
+        self.ctx = owner.ctx
+        self.loop = owner.loop
+        self.write_paused = False  # the response waits for the client's window: read no more upstream
+        self.out: list[bytes] = []  # response body bytes the windows do not take yet
+        self.out_size = 0
+        self.ending = False  # the response is complete once ``out`` is sent
+        self.acks = 0  # request body bytes received but not acknowledged (held back)
+        self.request_paused = False
+        self.opened = time.monotonic()
+        self.progress = 0  # bumped whenever bytes move (the stream idle timeout)
+        self.progress_seen = 0
+        self.progress_at = owner.loop.time()
+
+    # ------------------------------------------------------------------ Downstream
+
+    def send_head(self, ex: Exchange, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> None:
+        ex.advance(Ev.HEAD)
+        ex.status = status
+        ex.details = "via_upstream"
+        out = [(b":status", b"%d" % status)]
+        out.extend(end_to_end(ex, headers))
+        for name, value in headers:
+            if name == b"content-length":
+                out.append((b"content-length", value))
+        self.owner.send_headers(self.id, out, end=False)
+
+    def send_body(self, ex: Exchange, data: bytes) -> None:
+        self.progress += 1
+        ex.bytes_sent += len(data)
+        if ex.head.method == "HEAD":
+            return
+        self.out.append(data)
+        self.out_size += len(data)
+        self.owner.pump(self)
+
+    def end(self, ex: Exchange) -> None:
+        self.ending = True
+        self.owner.pump(self)
+
+    def fail(self, ex: Exchange, error: ProxyError) -> None:
+        if ex.forwarder is not None:
+            ex.forwarder.cancel()
+        if ex.response_started:
+            ex.flags = error.flags
+            ex.details = error.details or ex.details
+            ex.advance(Ev.RESET)
+            self.owner.reset(self, h2.errors.ErrorCodes.INTERNAL_ERROR)
+            return
+        self.owner.local(self, error.status, error.body.encode(), flags=error.flags, details=error.details)
+
+    def flush(self) -> None:
+        self.owner.flush()
+
+    def pause_request(self, paused: bool) -> None:
+        self.request_paused = paused
+        if not paused and self.acks:
+            self.owner.acknowledge(self)
+
+    def continue_request(self, ex: Exchange) -> None:
+        return None  # HTTP/2 clients do not wait for 100 (Continue) before the body
+
+    def start_tunnel(self, ex: Exchange, conn: UpstreamConnection, first: bytes) -> None:
+        conn.abort()  # never asked for: an HTTP/2 request carries no Upgrade
+        self.fail(ex, errors.UpstreamProtocolError("101 on an HTTP/2 stream"))
+
+
+class H2Protocol(asyncio.Protocol):
+    """One downstream HTTP/2 connection; ``connection_made`` is called by the HTTP/1.1
+    protocol that found it (ALPN ``h2``, or the cleartext preface)."""
+
+    transport: asyncio.Transport
+
+    def __init__(self, ctx: Context, group_key: tuple[str, int], scheme: str, sni: str | None, peer: str,
+                 peer_b: bytes, local: str, stats: ListenerStats) -> None:
+        self.ctx = ctx
+        self.limits = ctx.limits
+        self.loop = ctx.loop
+        self.group_key = group_key
+        self.scheme = scheme
+        self.scheme_b = scheme.encode()
+        self.sni = sni
+        self.peer, self.peer_b, self.local_addr = peer, peer_b, local
+        self.stats = stats
+        config = h2.config.H2Configuration(client_side=False, header_encoding=None, validate_inbound_headers=True)
+        self.conn = h2.connection.H2Connection(config=config)
+        self.conn.local_settings = h2.settings.Settings(client=False, initial_values={
+            h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS,
+            h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: self.limits.max_header_bytes,
+        })
+        self.streams: dict[int, Stream] = {}
+        self.closed = False
+        self.draining = False
+        self.write_paused = False
+        self.tunnel = None  # (an HTTP/2 connection is never a tunnel)
+        self.started = 0  # streams opened
+        self.resets = 0  # streams the client reset before their response ended
+        self.deadline = 0.0
+        self.deadline_cb: Callable[[], None] | None = None
+        self.progress = 0
+
+    def __repr__(self) -> str:
+        return f"<H2Protocol {self.peer} streams={sorted(self.streams)} resets={self.resets}/{self.started}>"
+
+    @property
+    def queue(self) -> list[Exchange]:
+        """The exchanges not answered yet (what the metrics count as active requests)."""
+        return [stream.ex for stream in self.streams.values()]
+
+    # ------------------------------------------------------------------ asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it
+        self.transport = cast(asyncio.Transport, transport)
+        self.ctx.connections.add(self)
+        self.conn.initiate_connection()
+        self.flush()
+        self._arm_idle()
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        self.progress += 1
+        try:
+            events = self.conn.receive_data(data)
+        except h2.exceptions.ProtocolError as exc:
+            log.debug("%s: HTTP/2 protocol error: %s", self.peer, exc)
+            self._close_with(getattr(exc, "error_code", h2.errors.ErrorCodes.PROTOCOL_ERROR))
+            return
+        for event in events:
+            if isinstance(event, h2.events.RequestReceived):
+                self._request(event.stream_id, event.headers, event.stream_ended is not None)
+            elif isinstance(event, h2.events.DataReceived):
+                self._data(event.stream_id, event.data, event.flow_controlled_length)
+            elif isinstance(event, h2.events.StreamEnded):
+                self._request_end(event.stream_id)
+            elif isinstance(event, h2.events.StreamReset):
+                self._reset_by_client(event.stream_id)
+            elif isinstance(event, h2.events.WindowUpdated):
+                self._window_opened(event.stream_id)
+            elif isinstance(event, h2.events.ConnectionTerminated):
+                self.draining = True
+            if self.closed:
+                return
+        self.flush()
+        self._maybe_close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.ctx.forget(self)
+        self.deadline_cb = None
+        for stream in list(self.streams.values()):
+            ex = stream.ex
+            if ex.forwarder is not None:
+                ex.forwarder.cancel()
+            if ex.resp is not Resp.DONE:
+                if not ex.response_started:
+                    ex.flags = "DC"
+                    ex.details = "downstream_remote_disconnect"
+                ex.advance(Ev.LOST)
+            self._log(ex)
+        self.streams.clear()
+
+    def pause_writing(self) -> None:
+        self.write_paused = True
+        for stream in self.streams.values():
+            if stream.ex.forwarder is not None:
+                stream.ex.forwarder.pause_reading(True)
+
+    def resume_writing(self) -> None:
+        self.write_paused = False
+        for stream in self.streams.values():
+            if stream.ex.forwarder is not None and not stream.write_paused:
+                stream.ex.forwarder.pause_reading(False)
+
+    # ------------------------------------------------------------------ requests
+
+    def _request(self, stream_id: int, headers: list[tuple[bytes, bytes]], ended: bool) -> None:
+        self.started += 1
+        self.deadline_cb = None
+        head = RequestHead()
+        pseudo: dict[bytes, bytes] = {}
+        regular: list[tuple[bytes, bytes]] = []
+        for name, value in headers:
+            if name[:1] == b":":
+                pseudo[name] = value
+            elif name != b"host":
+                regular.append((name, value))
+            elif b":authority" not in pseudo:
+                pseudo[b":authority"] = value
+        head.method = pseudo.get(b":method", b"").decode("latin-1")
+        authority = pseudo.get(b":authority")
+        head.headers = ([(b"host", authority)] if authority is not None else []) + regular
+        ex = Exchange(head)
+        stream = self.streams[stream_id] = Stream(self, stream_id, ex)
+        try:
+            if head.method == "CONNECT":
+                raise errors.BadRequest("CONNECT is not supported")
+            validate(head, pseudo.get(b":path", b""))
+        except ProxyError as error:
+            head.version = "2"
+            ex.req = Req.DONE
+            ex.advance(Ev.START)
+            self.local(stream, error.status, error.body.encode(), flags=error.flags, details=error.details)
+            return
+        head.version = "2"
+        if not ended and head.content_length is None:
+            head.chunked = True  # a body of unknown length goes upstream chunked
+        ex.req = Req.DONE if ended else Req.BODY
+        ex.advance(Ev.START)
+        try:
+            local = decide(self.ctx.snapshot, self.group_key, self.sni, self.scheme, ex)
+        except ProxyError as error:
+            self.local(stream, error.status, error.body.encode(), flags=error.flags, details=error.details)
+            return
+        if local is not None:
+            self.local(stream, local.status, local.body, local.headers, details=local.details)
+            return
+        route, backend = ex.route, ex.backend
+        assert route is not None and backend is not None
+        ex.request_id = request_id()
+        head_bytes = upstream_head(ex, route, backend, self.peer_b, self.scheme_b, ex.request_id.encode())
+        ex.advance(Ev.FORWARD)
+        forwarder = ex.forwarder = Forwarder(stream, ex, route, backend, head_bytes)
+        forwarder.start(ended)
+
+    def _data(self, stream_id: int, data: bytes, flow_controlled: int) -> None:
+        stream = self.streams.get(stream_id)
+        if stream is None:
+            self.conn.acknowledge_received_data(flow_controlled, stream_id)
+            return
+        ex = stream.ex
+        ex.bytes_received += len(data)
+        stream.progress += 1
+        stream.acks += flow_controlled
+        if ex.resp is Resp.DONE:
+            self.acknowledge(stream)
+            return
+        if ex.forwarder is not None:
+            ex.forwarder.body_received(data)
+        else:
+            ex.body.append(data)
+            ex.body_size += len(data)
+        if not stream.request_paused:
+            self.acknowledge(stream)
+
+    def acknowledge(self, stream: Stream) -> None:
+        """Reopen the windows for what the stream has taken."""
+        acks, stream.acks = stream.acks, 0
+        if acks and not self.closed:
+            try:
+                self.conn.acknowledge_received_data(acks, stream.id)
+            except h2.exceptions.StreamClosedError:
+                return
+            self.flush()
+
+    def _request_end(self, stream_id: int) -> None:
+        stream = self.streams.get(stream_id)
+        if stream is None:
+            return
+        ex = stream.ex
+        if ex.req is Req.BODY:
+            ex.req = Req.DONE
+            if ex.forwarder is not None and ex.resp is not Resp.DONE:
+                ex.forwarder.end_request()
+
+    def _reset_by_client(self, stream_id: int) -> None:
+        stream = self.streams.pop(stream_id, None)
+        if stream is None:
+            return
+        ex = stream.ex
+        if ex.forwarder is not None:
+            ex.forwarder.cancel()
+        if ex.resp is not Resp.DONE:
+            self.resets += 1
+            if not ex.response_started:
+                ex.flags = "DR"
+                ex.details = "http2.remote_reset"
+            ex.advance(Ev.LOST)
+            self._log(ex)
+        if self.resets >= RESET_BUDGET and self.resets * 2 > self.started:
+            log.warning("%s: %d of %d HTTP/2 streams reset by the client: closing the connection (rapid reset)",
+                        self.peer, self.resets, self.started)
+            self._close_with(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
+
+    # ------------------------------------------------------------------ responses
+
+    def send_headers(self, stream_id: int, headers: list[tuple[bytes, bytes]], end: bool) -> None:
+        if self.closed:
+            return
+        try:
+            self.conn.send_headers(stream_id, headers, end_stream=end)
+        except h2.exceptions.StreamClosedError:
+            return
+
+    def pump(self, stream: Stream) -> None:
+        """Send what the windows take of the stream's response; end it when all is out."""
+        if self.closed:
+            return
+        conn = self.conn
+        sid = stream.id
+        try:
+            while stream.out:
+                window = min(conn.local_flow_control_window(sid), conn.max_outbound_frame_size)
+                if window <= 0:
+                    break
+                data = stream.out[0]
+                if len(data) > window:
+                    conn.send_data(sid, data[:window])
+                    stream.out[0] = data[window:]
+                    stream.out_size -= window
+                else:
+                    conn.send_data(sid, data)
+                    stream.out.pop(0)
+                    stream.out_size -= len(data)
+            if stream.ending and not stream.out:
+                conn.end_stream(sid)
+        except h2.exceptions.StreamClosedError:
+            stream.out.clear()
+            stream.out_size = 0
+        full = stream.out_size > self.limits.buffer_limit
+        if full != stream.write_paused:
+            stream.write_paused = full
+            if stream.ex.forwarder is not None and not self.write_paused:
+                stream.ex.forwarder.pause_reading(full)
+        if stream.ending and not stream.out:
+            self._finish(stream)
+
+    def _window_opened(self, stream_id: int) -> None:
+        targets = list(self.streams.values()) if stream_id == 0 else [s for s in [self.streams.get(stream_id)] if s]
+        for stream in targets:
+            if stream.out:
+                self.pump(stream)
+
+    def local(self, stream: Stream, status: int, body: bytes = b"", headers: list[tuple[bytes, bytes]] | None = None,
+              *, flags: str = "-", details: str = "") -> None:
+        """The proxy's own answer on a stream (the one local-reply path of HTTP/2)."""
+        ex = stream.ex
+        ex.advance(Ev.LOCAL)
+        ex.status = status
+        ex.flags = flags
+        ex.details = details
+        out = [(b":status", b"%d" % status), (b"content-length", b"%d" % len(body))]
+        if body:
+            out.append((b"content-type", b"text/plain"))
+        if headers:
+            out.extend(headers)
+        if ex.cors_headers:
+            out.extend(ex.cors_headers)
+        if ex.head.method == "HEAD":
+            body = b""
+        ex.bytes_sent += len(body)
+        self.send_headers(stream.id, out, end=not body)
+        if body:
+            stream.out.append(body)
+            stream.out_size += len(body)
+            stream.ending = True
+            self.pump(stream)
+        else:
+            self._finish(stream)
+
+    def reset(self, stream: Stream, code: h2.errors.ErrorCodes) -> None:
+        if not self.closed:
+            try:
+                self.conn.reset_stream(stream.id, code)
+            except h2.exceptions.StreamClosedError:
+                pass
+        self._finish(stream)
+
+    def _finish(self, stream: Stream) -> None:
+        if self.streams.pop(stream.id, None) is None:
+            return
+        ex = stream.ex
+        if ex.resp is Resp.SENDING:
+            ex.advance(Ev.END)
+        self.flush()
+        self._log(ex)
+        if ex.req is not Req.DONE and not self.closed:
+            # answered before the whole body came: the rest is not wanted (as Envoy, RST NO_ERROR)
+            try:
+                self.conn.reset_stream(stream.id, h2.errors.ErrorCodes.NO_ERROR)
+            except h2.exceptions.StreamClosedError:
+                pass
+        self._maybe_close()
+
+    def flush(self) -> None:
+        if not self.closed:
+            data = self.conn.data_to_send()
+            if data:
+                self.transport.write(data)
+
+    def _log(self, ex: Exchange) -> None:
+        ms = (time.monotonic() - ex.start_mono) * 1000
+        stats = self.stats
+        stats.rq_xx[ex.status // 100] += 1
+        stats.rq_time.record(ms)
+        access_log = self.ctx.access_log
+        if access_log.enabled:
+            access_log.write(access_entry(ex, self.local_addr, self.peer, ms))
+
+    # ------------------------------------------------------------------ ending
+
+    def drain(self) -> None:
+        """GOAWAY: no new stream; the open ones finish, then the connection closes."""
+        if self.closed or self.draining:
+            return
+        self.draining = True
+        self.conn.close_connection(last_stream_id=self.conn.highest_inbound_stream_id)
+        self.flush()
+        self._maybe_close()
+
+    def _maybe_close(self) -> None:
+        if self.closed:
+            return
+        if self.streams:
+            self.deadline_cb = None
+            return
+        if self.draining:
+            self.flush()
+            self.closed = True
+            self.transport.close()
+        else:
+            self._arm_idle()
+
+    def _close_with(self, code: h2.errors.ErrorCodes) -> None:
+        if self.closed:
+            return
+        try:
+            self.conn.close_connection(error_code=code)
+            self.flush()
+        except h2.exceptions.ProtocolError:
+            pass
+        self.closed = True
+        for stream in list(self.streams.values()):
+            if stream.ex.forwarder is not None:
+                stream.ex.forwarder.cancel()
+        self.transport.close()
+
+    def _arm_idle(self) -> None:
+        self.deadline = self.loop.time() + self.limits.idle_timeout
+        self.deadline_cb = self._idle
+        self.ctx.watch_deadlines()
+
+    def _idle(self) -> None:
+        if not self.streams:
+            self.drain()
+
+    def stream_idle(self, now: float) -> None:
+        """Called by the sweeper: cut each stream on which nothing moved for too long."""
+        for stream in list(self.streams.values()):
+            if stream.progress != stream.progress_seen:
+                stream.progress_seen = stream.progress
+                stream.progress_at = now
+            elif now - stream.progress_at >= self.limits.stream_idle_timeout:
+                stream.progress_at = now
+                stream.fail(stream.ex, errors.StreamIdleTimeout())
+

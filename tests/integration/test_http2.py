@@ -1,0 +1,130 @@
+"""HTTP/2 from clients, with real clients: curl (--http2 over TLS with ALPN,
+--http2-prior-knowledge in clear), h2load, and an attacker written with the h2 library."""
+from __future__ import annotations
+
+import asyncio
+import re
+import shutil
+import socket
+import subprocess
+
+import h2.config
+import h2.connection
+import h2.errors
+import h2.events
+import h2.exceptions
+import pytest
+
+from tests.conftest import serve_ir
+from tests.dataplane.test_misdirected import FIRST, SECOND, listener_group
+from tests.helpers.proxy import proxy_to
+
+pytestmark = pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
+
+
+def curl(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["curl", "-sS", "--max-time", "20", *args], capture_output=True, text=True, timeout=30)
+
+
+async def test_prior_knowledge_in_clear_get_post_and_a_large_body(upstream):
+    async with proxy_to(upstream.port) as (_, port):
+        url = f"http://127.0.0.1:{port}"
+        got = await asyncio.to_thread(curl, "--http2-prior-knowledge", "-i", f"{url}/hello?x=1")
+        assert got.stdout.startswith("HTTP/2 200"), got.stdout + got.stderr
+        assert "x-upstream: yes" in got.stdout
+        posted = await asyncio.to_thread(curl, "--http2-prior-knowledge", "-d", "name=value", f"{url}/form")
+        assert '"body": "name=value"' in posted.stdout, posted.stderr
+        big = await asyncio.to_thread(curl, "--http2-prior-knowledge", "-o", "/dev/null", "-w",
+                                      "%{http_version} %{http_code} %{size_download}", f"{url}/bytes/3000000")
+        assert big.stdout == "2 200 3000000", big.stderr
+        missing = await asyncio.to_thread(curl, "--http2-prior-knowledge", "-o", "/dev/null", "-w", "%{http_code}",
+                                          f"{url}/status/404")
+        assert missing.stdout == "404"
+    seen = {s.path: s for s in upstream.seen}
+    assert dict(seen["/hello?x=1"].headers)["x-forwarded-proto"] == "http"
+    assert dict(seen["/form"].headers)["content-length"] == "10"
+
+
+async def test_a_request_body_larger_than_every_window_arrives_whole(upstream, tmp_path):
+    body = tmp_path / "body"
+    body.write_bytes(b"b" * (5 << 20))
+    async with proxy_to(upstream.port) as (_, port):
+        sent = await asyncio.to_thread(curl, "--http2-prior-knowledge", "-H", "Content-Type: application/octet-stream",
+                                       "--data-binary", f"@{body}", f"http://127.0.0.1:{port}/sink")
+    assert sent.stdout == '{"received": 5242880}', sent.stderr
+    assert upstream.sunk == 5 << 20
+
+
+async def test_alpn_h2_on_an_https_listener_and_421_per_stream(ca, upstream, tmp_path):
+    ca_file = tmp_path / "ca.pem"
+    ca_file.write_bytes(ca.cert_pem.bytes())
+    async with serve_ir(listener_group(ca, upstream.port)) as rt:
+        port = rt.ports[("127.0.0.1", 0)]
+        resolve = f"{FIRST}:{port}:127.0.0.1"
+        url = f"https://{FIRST}:{port}/detect-misdirected-requests"
+        ok = await asyncio.to_thread(curl, "--http2", "--cacert", str(ca_file), "--resolve", resolve, "-o", "/dev/null",
+                                     "-w", "%{http_version} %{http_code}", url)
+        misdirected = await asyncio.to_thread(curl, "--http2", "--cacert", str(ca_file), "--resolve", resolve,
+                                              "-H", f"Host: {SECOND}", "-o", "/dev/null", "-w",
+                                              "%{http_version} %{http_code}", url)
+        http1 = await asyncio.to_thread(curl, "--http1.1", "--cacert", str(ca_file), "--resolve", resolve, "-o",
+                                        "/dev/null", "-w", "%{http_version} %{http_code}", url)
+    assert ok.stdout == "2 200", ok.stderr
+    assert misdirected.stdout == "2 421", misdirected.stderr
+    assert http1.stdout == "1.1 200", http1.stderr
+
+
+@pytest.mark.skipif(shutil.which("h2load") is None, reason="h2load (nghttp2-client) is not installed")
+async def test_h2load_10000_requests_on_10_connections_of_10_streams(upstream):
+    async with proxy_to(upstream.port) as (_, port):
+        run = await asyncio.to_thread(subprocess.run, ["h2load", "-n", "10000", "-c", "10", "-m", "10",
+                                                       f"http://127.0.0.1:{port}/bytes/128"],
+                                      capture_output=True, text=True, timeout=240)
+    summary = re.search(r"requests: (\d+) total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, "
+                        r"(\d+) errored, (\d+) timeout", run.stdout)
+    assert summary is not None, run.stdout + run.stderr
+    assert summary.groups() == ("10000", "10000", "10000", "0", "0", "0")
+    assert "status codes: 10000 2xx" in run.stdout
+
+
+def rapid_reset(port: int, streams: int) -> tuple[int, bool]:
+    """Open streams and reset each at once (CVE-2023-44487); returns how many were sent
+    before the proxy closed the connection, and whether its GOAWAY ENHANCE_YOUR_CALM was
+    read (the close may reset the connection before the attacker reads it)."""
+    conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    conn.initiate_connection()
+    calm = False
+    sent = 0
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(conn.data_to_send())
+        try:
+            for _ in range(streams):
+                sid = conn.get_next_available_stream_id()
+                conn.send_headers(sid, [(":method", "GET"), (":path", "/"), (":scheme", "http"),
+                                        (":authority", "a")])
+                conn.reset_stream(sid)
+                sock.sendall(conn.data_to_send())
+                sent += 1
+            while True:
+                data = sock.recv(65536)
+                if not data:
+                    break
+                for event in conn.receive_data(data):
+                    if isinstance(event, h2.events.ConnectionTerminated):
+                        calm = event.error_code == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
+                sock.sendall(conn.data_to_send())
+        except (ConnectionError, h2.exceptions.ProtocolError):
+            pass
+    return sent, calm
+
+
+async def test_a_rapid_reset_attack_is_cut_off_and_other_clients_are_served(upstream):
+    async with proxy_to(upstream.port) as (_, port):
+        attack = asyncio.create_task(asyncio.to_thread(rapid_reset, port, 2000))
+        served = await asyncio.to_thread(curl, "--http2-prior-knowledge", "-o", "/dev/null", "-w", "%{http_code}",
+                                         f"http://127.0.0.1:{port}/during")
+        sent, calm = await asyncio.wait_for(attack, 60)
+        after = await asyncio.to_thread(curl, "--http2-prior-knowledge", "-o", "/dev/null", "-w", "%{http_code}",
+                                        f"http://127.0.0.1:{port}/after")
+    assert calm or sent < 2000, "the attacking connection was not cut off"
+    assert (served.stdout, after.stdout) == ("200", "200")
