@@ -249,13 +249,18 @@ class H2Protocol(asyncio.Protocol):
         head = RequestHead()
         pseudo: dict[bytes, bytes] = {}
         regular: list[tuple[bytes, bytes]] = []
+        cookies: list[bytes] = []
         for name, value in headers:
             if name[:1] == b":":
                 pseudo[name] = value
+            elif name == b"cookie":
+                cookies.append(value)  # HTTP/2 may split it; HTTP/1.1 upstream gets one line
             elif name != b"host":
                 regular.append((name, value))
             elif b":authority" not in pseudo:
                 pseudo[b":authority"] = value
+        if cookies:
+            regular.append((b"cookie", b"; ".join(cookies)))
         head.method = pseudo.get(b":method", b"").decode("latin-1")
         authority = pseudo.get(b":authority")
         head.headers = ([(b"host", authority)] if authority is not None else []) + regular
@@ -360,6 +365,18 @@ class H2Protocol(asyncio.Protocol):
             self.conn.send_headers(stream_id, headers, end_stream=end)
         except h2.exceptions.StreamClosedError:
             return
+        except h2.exceptions.ProtocolError as exc:
+            # a header HTTP/2 cannot carry (h2 validates what we send): the stream is reset
+            log.warning("%s: response head refused by HTTP/2 on stream %d: %s", self.peer, stream_id, exc)
+            stream = self.streams.get(stream_id)
+            if stream is not None:
+                stream.ex.flags = "UPE"
+                stream.ex.details = "http2.invalid_response_head"
+                if stream.ex.resp is Resp.SENDING:
+                    stream.ex.advance(Ev.RESET)
+                if stream.ex.forwarder is not None:
+                    stream.ex.forwarder.cancel()
+                self.reset(stream, h2.errors.ErrorCodes.INTERNAL_ERROR)
 
     def pump(self, stream: Stream) -> None:
         """Send what the windows take of the stream's response; end it when all is out."""

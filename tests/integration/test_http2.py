@@ -128,3 +128,62 @@ async def test_a_rapid_reset_attack_is_cut_off_and_other_clients_are_served(upst
                                         f"http://127.0.0.1:{port}/after")
     assert calm or sent < 2000, "the attacking connection was not cut off"
     assert (served.stdout, after.stdout) == ("200", "200")
+
+
+class H2Client:
+    """A blocking HTTP/2 client on one connection (the h2 library over a socket)."""
+
+    def __init__(self, port: int) -> None:
+        self.conn = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.conn.initiate_connection()
+        self.sock.sendall(self.conn.data_to_send())
+
+    def request(self, headers: list[tuple[str, str]]) -> int:
+        sid = self.conn.get_next_available_stream_id()
+        self.conn.send_headers(sid, [(":method", "GET"), (":path", "/"), (":scheme", "http"), (":authority", "a"),
+                                     *headers], end_stream=True)
+        self.sock.sendall(self.conn.data_to_send())
+        return sid
+
+    def events(self) -> list[h2.events.Event]:
+        """Everything until the stream ends or the connection closes."""
+        seen: list[h2.events.Event] = []
+        while True:
+            data = self.sock.recv(65536)
+            if not data:
+                return seen
+            for event in self.conn.receive_data(data):
+                seen.append(event)
+                if isinstance(event, (h2.events.StreamEnded, h2.events.ConnectionTerminated)):
+                    self.sock.sendall(self.conn.data_to_send())
+                    return seen
+            self.sock.sendall(self.conn.data_to_send())
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+async def test_cookie_crumbs_reach_an_http1_upstream_as_one_header(upstream):
+    async with proxy_to(upstream.port) as (_, port):
+        client = await asyncio.to_thread(H2Client, port)
+        await asyncio.to_thread(client.request, [("cookie", "a=1"), ("cookie", "b=2")])
+        events = await asyncio.to_thread(client.events)
+        client.close()
+    assert any(isinstance(e, h2.events.ResponseReceived) for e in events)
+    assert [v for k, v in upstream.seen[0].headers if k == "cookie"] == ["a=1; b=2"]
+
+
+async def test_a_drain_says_goaway_and_closes_an_idle_connection(upstream):
+    async with proxy_to(upstream.port) as (rt, port):
+        client = await asyncio.to_thread(H2Client, port)
+        await asyncio.to_thread(client.request, [])
+        await asyncio.to_thread(client.events)
+        assert rt.context is not None
+        cut = await rt.context.drain(5)
+        events = await asyncio.to_thread(client.events)
+        closed = await asyncio.to_thread(client.sock.recv, 10)
+        client.close()
+    assert cut == 0
+    assert [type(e) for e in events] == [h2.events.ConnectionTerminated]
+    assert closed == b""
