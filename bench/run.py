@@ -60,7 +60,9 @@ LARGE_SIZE = 1 << 20
 WORKLOADS = {  # name -> (path, body size)
     "small": ("/small", len(SMALL_BODY)),
     "large": ("/large", LARGE_SIZE),
+    "h2": ("/small", len(SMALL_BODY)),  # HTTP/2 with prior knowledge, h2load: 10 streams per connection
 }
+H2_STREAMS = 10
 TARGETS = ("pyproxy", "nginx", "pyproxy-w2")  # pyproxy-w2: --workers 2
 TARGETS_SMALL_RPS = 0.5  # the issue's targets, reported (never asserted)
 TARGETS_LARGE_MIBS = 0.7
@@ -380,6 +382,51 @@ def parse_wrk(text: str) -> dict:
     }
 
 
+def run_h2load(wrk: str, port: int, path: str, seconds: float, args: argparse.Namespace,
+               procs: Processes) -> str:
+    """h2load for ``seconds``: ``--connections`` connections of ``H2_STREAMS`` streams each,
+    HTTP/2 with prior knowledge (``wrk`` is unused: the signature is ``run_wrk``'s)."""
+    h2load = shutil.which("h2load")
+    if h2load is None:
+        raise BenchError("h2load not found (Debian: apt-get install nghttp2-client)")
+    argv = [h2load, "-D", f"{max(1, round(seconds))}", "-c", str(args.connections), "-m", str(H2_STREAMS),
+            "-t", str(args.threads), "-H", f":authority: {ROUTE_HOST}", f"http://{PROXY_ADDR}:{port}{path}"]
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, start_new_session=True)
+    procs.started.append(("h2load", proc))
+    try:
+        out, _ = proc.communicate(timeout=seconds + args.timeout + 30)
+    except subprocess.TimeoutExpired:
+        raise BenchError(f"h2load did not finish within {seconds + args.timeout + 30:.0f} s") from None
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return out
+
+
+def parse_h2load(text: str) -> dict:
+    """h2load's summary in ``parse_wrk``'s shape; its request times are a mean and a max,
+    reported in the p50 and p99 rows (h2load has no percentiles)."""
+    done = re.search(r"requests: (\d+) total, \d+ started, (\d+) done, (\d+) succeeded, (\d+) failed, "
+                     r"(\d+) errored, (\d+) timeout", text)
+    finished = re.search(r"finished in ([\d.]+)s, ([\d.]+) req/s, ([\d.]+)([KMG]?B)/s", text)
+    times = re.search(r"time for request:\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)\s+([\d.]+)(us|ms|s)", text)
+    if done is None or finished is None or times is None:
+        raise BenchError(f"cannot read h2load's output:\n{text[-2000:]}")
+    scale = {"B": 1 / (1 << 20), "KB": 1 / 1024, "MB": 1.0, "GB": 1024.0}[finished.group(4)]
+    unit = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+    succeeded = int(done.group(3))
+    return {
+        "requests": succeeded,
+        "seconds": float(finished.group(1)),
+        "errors": int(done.group(1)) - succeeded,
+        "req_per_s": float(finished.group(2)),
+        "mib_per_s": float(finished.group(3)) * scale,
+        "p50_ms": float(times.group(5)) * unit[times.group(6)],  # the mean
+        "p99_ms": float(times.group(3)) * unit[times.group(4)],  # the max
+    }
+
+
 def run_wrk(wrk: str, port: int, path: str, seconds: float, args: argparse.Namespace,
             procs: Processes) -> str:
     argv = [wrk, f"-t{args.threads}", f"-c{args.connections}", f"-d{seconds:g}s", "--timeout",
@@ -411,6 +458,7 @@ class Target:
     log: Path
     rss_pids: list[int] = field(default_factory=list)
     failed: str | None = None  # why it cannot be (further) measured
+    h2_port: int = 0  # where it takes HTTP/2 with prior knowledge (0: on ``port``)
 
 
 def fill(template: Path, dest: Path, **values: str) -> None:
@@ -467,6 +515,8 @@ def validate(target: Target, large_digest: str) -> None:
     """Both bodies come back intact through the proxy before anything is timed."""
     expected = {"small": (SMALL_BODY, None), "large": (None, large_digest)}
     for workload, (path, size) in WORKLOADS.items():
+        if workload == "h2":
+            continue  # the same path as small, over HTTP/2 (h2load checks every status)
         status, body = http_get(PROXY_ADDR, target.port, path, ROUTE_HOST, timeout=10.0)
         exact, digest = expected[workload]
         ok = status == 200 and len(body) == size and (body == exact if exact is not None
@@ -512,9 +562,9 @@ def start_pyproxy(procs: Processes, root: Path, upstream_port: int, ca_pem: str,
 def start_nginx_proxy(nginx: str, procs: Processes, root: Path, upstream_port: int) -> Target:
     prefix = nginx_prefix(root, "nginx-proxy")
     shutil.copy(root / "nginx-upstream" / "ca.crt", prefix / "ca.crt")
-    port = free_port(PROXY_ADDR)
+    port, h2_port = free_port(PROXY_ADDR), free_port(PROXY_ADDR)
     fill(HERE / "nginx-proxy.conf.in", prefix / "nginx.conf", USER=nginx_user_line(), PREFIX=str(prefix),
-         ADDR=PROXY_ADDR, PORT=str(port), ROUTE_HOST=ROUTE_HOST, UPSTREAM_ADDR=UPSTREAM_ADDR,
+         ADDR=PROXY_ADDR, PORT=str(port), H2PORT=str(h2_port), ROUTE_HOST=ROUTE_HOST, UPSTREAM_ADDR=UPSTREAM_ADDR,
          UPSTREAM_PORT=str(upstream_port), UPSTREAM_NAME=UPSTREAM_NAME)
     proc = start_nginx(nginx, procs, "nginx proxy", prefix)
     log = prefix / "error.log"
@@ -531,7 +581,7 @@ def start_nginx_proxy(nginx: str, procs: Processes, root: Path, upstream_port: i
         time.sleep(0.05)
     if not workers:
         raise BenchError("nginx proxy: no worker process found")
-    return Target("nginx", port, proc, log, rss_pids=workers)
+    return Target("nginx", port, proc, log, rss_pids=workers, h2_port=h2_port)
 
 
 def start_upstream(nginx: str, procs: Processes, root: Path) -> tuple[int, str, str]:
@@ -580,14 +630,20 @@ def start_upstream(nginx: str, procs: Processes, root: Path) -> tuple[int, str, 
 
 def measure(target: Target, workload: str, wrk: str, args: argparse.Namespace, procs: Processes) -> dict:
     path, _ = WORKLOADS[workload]
+    load = run_wrk
+    if workload == "h2":
+        load = run_h2load
+        port = target.h2_port or target.port
+    else:
+        port = target.port
     if args.warmup > 0:
-        run_wrk(wrk, target.port, path, args.warmup, args, procs)
+        load(wrk, port, path, args.warmup, args, procs)
     if target.proc.poll() is not None:
         raise BenchError(f"{target.name} exited (code {target.proc.returncode}) during the warm-up; log:\n"
                          f"{log_tail(target.log)}")
     with Sampler(target.rss_pids) as sampler:
-        out = run_wrk(wrk, target.port, path, args.duration, args, procs)
-    result = parse_wrk(out)
+        out = load(wrk, port, path, args.duration, args, procs)
+    result = parse_h2load(out) if workload == "h2" else parse_wrk(out)
     result["rss_mib"] = sampler.peak_kib / 1024
     result["cpu_percent"] = sampler.cpu_percent
     # CPU time of the proxy per request: steadier than req/s when wrk, the upstream and the
@@ -697,7 +753,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--timeout", type=float, default=5.0, help="wrk per-request timeout in seconds (default 5)")
     p.add_argument("--rounds", type=int, default=1, help="measure each pair this many times; the table "
                                                          "shows medians (default 1)")
-    p.add_argument("--workloads", default="small,large", help="comma-separated: small,large (default both)")
+    p.add_argument("--workloads", default="small,large,h2",
+                   help="comma-separated: small,large,h2 (HTTP/2 with h2load) (default all)")
     p.add_argument("--targets", default="pyproxy,nginx,pyproxy-w2",
                    help="comma-separated: pyproxy,nginx,pyproxy-w2 (pyproxy with --workers 2) (default all)")
     p.add_argument("--ready-timeout", type=float, default=30.0, help="seconds to wait for pyproxy /ready")
