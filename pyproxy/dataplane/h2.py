@@ -17,8 +17,9 @@ Limits (Envoy's defaults where it has them): 100 concurrent streams per connecti
 refused by h2 with a stream error), the header list size of ``max_header_bytes``, and the
 rapid-reset budget: a connection on which clients reset streams before their response
 ended, at least ``RESET_BUDGET`` times and for more than half of its streams, is closed with
-GOAWAY ENHANCE_YOUR_CALM (CVE-2023-44487). A drain sends GOAWAY, lets the open streams
-finish and closes.
+GOAWAY ENHANCE_YOUR_CALM (CVE-2023-44487). A client that does not read what the proxy
+writes is not read either (PING and SETTINGS floods then cost nothing); a CONTINUATION flood
+ends at the header list size. A drain sends GOAWAY, lets the open streams finish and closes.
 """
 from __future__ import annotations
 
@@ -230,13 +231,18 @@ class H2Protocol(asyncio.Protocol):
         self.streams.clear()
 
     def pause_writing(self) -> None:
+        # a client that does not read what we send (PING and SETTINGS acks included: the
+        # PING flood) is not read either, so what we owe it cannot grow without bound
         self.write_paused = True
+        self.transport.pause_reading()
         for stream in self.streams.values():
             if stream.ex.forwarder is not None:
                 stream.ex.forwarder.pause_reading(True)
 
     def resume_writing(self) -> None:
         self.write_paused = False
+        if not self.closed:
+            self.transport.resume_reading()
         for stream in self.streams.values():
             if stream.ex.forwarder is not None and not stream.write_paused:
                 stream.ex.forwarder.pause_reading(False)
