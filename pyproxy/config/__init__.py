@@ -3,7 +3,7 @@
 ``load`` reads everything it is given and reports every problem at once in a single
 ``ConfigError``; nothing is returned unless the whole configuration is well formed. What
 loads but deserves a word (a document that is not a Kubernetes object, a misspelled kind, no
-HTTPRoute at all) comes back as warnings (``documents.py`` states the rules).
+route at all) comes back as warnings (``documents.py`` states the rules).
 """
 from __future__ import annotations
 
@@ -13,13 +13,13 @@ from dataclasses import dataclass
 
 from pyproxy.config.documents import LoadWarning, Read
 from pyproxy.config.parse import Skipped, format_error, object_label
-from pyproxy.config.resources import HTTPRoute, Location, Resource
+from pyproxy.config.resources import GRPCRoute, HTTPRoute, Location, Resource
 from pyproxy.config.yamlload import FileContents, compose, find_files, read_file
 from pyproxy.errors import ConfigError
 
 __all__ = ["NO_ROUTES", "LoadWarning", "Loaded", "Skipped", "load", "load_text"]
 
-NO_ROUTES = "no HTTPRoute in the configuration: every request will be answered 404"
+NO_ROUTES = "no HTTPRoute or GRPCRoute in the configuration: every request will be answered 404"
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +90,6 @@ class _Collector:
     def result(self) -> Loaded:
         if self.errors:
             raise ConfigError(self.errors)
-        if not any(isinstance(resource, HTTPRoute) for resource in self.resources):
+        if not any(isinstance(resource, HTTPRoute | GRPCRoute) for resource in self.resources):
             self.warnings.append(LoadWarning(NO_ROUTES))
         return Loaded(tuple(self.resources), tuple(self.skipped), tuple(self.warnings))

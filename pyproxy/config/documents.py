@@ -28,7 +28,7 @@ _LIST_KEYS = ("apiVersion", "kind", "metadata", "items")
 
 # Real kinds close to one pyproxy reads (TCPRoute ~ HTTPRoute): skipped, never "corrected".
 _OTHER_KINDS = frozenset({
-    "GatewayClass", "GRPCRoute", "TLSRoute", "TCPRoute", "UDPRoute", "BackendLBPolicy", "ListenerSet",
+    "GatewayClass", "TLSRoute", "TCPRoute", "UDPRoute", "BackendLBPolicy", "ListenerSet",
     "XListenerSet", "XBackendTrafficPolicy", "HTTPRouteFilter", "BackendTrafficPolicy", "ClientTrafficPolicy",
     "SecurityPolicy", "EnvoyProxy", "EnvoyPatchPolicy", "EnvoyExtensionPolicy",
 })

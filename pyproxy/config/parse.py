@@ -41,6 +41,7 @@ from pyproxy import regex
 from pyproxy.config.resources import (
     KINDS,
     Duration,
+    GRPCMethodMatch,
     HeaderName,
     HeadText,
     HTTPHeaderMatch,
@@ -66,6 +67,9 @@ _LINE_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")  # control characte
 _TEXT_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")  # ... but TAB, LF, CR
 _DURATION = re.compile(r"([0-9]{1,5}(h|m|s|ms)){1,4}")  # GEP-2257
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 token: a header name
+# Exact GRPCRoute names, as the CRD validates them: protobuf full names and identifiers
+_GRPC_SERVICE = re.compile(r"\.?[A-Za-z_][A-Za-z_0-9]*(?:\.[A-Za-z_][A-Za-z_0-9]*)*")
+_GRPC_METHOD = re.compile(r"[A-Za-z_][A-Za-z_0-9]*")
 
 # Read apart (kind, apiVersion) or ignored (status) at the top of a document.
 _TOP_LEVEL_KEYS = ("apiVersion", "kind", "status")
@@ -121,18 +125,44 @@ def _regex_value(match: HTTPPathMatch | HTTPHeaderMatch | HTTPQueryParamMatch) -
     """A RegularExpression ``value`` must be a pattern RE2 (the matching engine) compiles."""
     if match.type != "RegularExpression":
         return None
-    problem = regex.problem(match.value)
+    return _re2_problem("value", match.value)
+
+
+def _re2_problem(key: str, pattern: str) -> tuple[str, str] | None:
+    problem = regex.problem(pattern)
     if problem is None:
         return None
-    return "value", f"invalid RE2 regular expression {match.value!r}: {problem}"
+    return key, f"invalid RE2 regular expression {pattern!r}: {problem}"
+
+
+def _grpc_method(match: GRPCMethodMatch) -> tuple[str, str] | None:
+    """One or both of service and method; Exact ones are protobuf names (so never hold a
+    ``/``), RegularExpression ones compile with RE2."""
+    if not (match.service or match.method):
+        return "", "one or both of service and method are required"
+    names = (("service", match.service, _GRPC_SERVICE, "dot-separated names such as helloworld.Greeter"),
+             ("method", match.method, _GRPC_METHOD, "a name such as SayHello"))
+    for key, value, syntax, example in names:
+        if value is None:
+            continue
+        if match.type == "RegularExpression":
+            found = _re2_problem(key, value)
+            if found is not None:
+                return found
+        elif not syntax.fullmatch(value):
+            return key, (f"{value!r} is not a gRPC {key} name ({example}: letters, digits and '_', not starting "
+                         "with a digit); use type RegularExpression for a pattern")
+    return None
 
 
 # Checks of an object whose field's meaning depends on another field: class -> a function
-# returning (YAML name of the field at fault, problem), or None when the object is fine.
+# returning (YAML name of the field at fault, or "" for the object itself; problem), or None
+# when the object is fine.
 _CHECKS: dict[type, Callable[[Any], tuple[str, str] | None]] = {
     HTTPPathMatch: _regex_value,
     HTTPHeaderMatch: _regex_value,
     HTTPQueryParamMatch: _regex_value,
+    GRPCMethodMatch: _grpc_method,
 }
 
 
@@ -252,6 +282,7 @@ class _Parser:
             if f is None:
                 if key not in ignored:
                     self.unknown(key_node, _child(path, key), [*fields, *ignored])
+                    valid = False  # what was meant is unknown: no check of the rest (_CHECKS)
                 continue
             present[key] = value_node
             if _is_null(value_node) and _has_default(f):
@@ -269,7 +300,7 @@ class _Parser:
         found = check(value) if check is not None else None
         if found is not None:
             key, problem = found
-            return self.error(present.get(key, node), _child(path, key), problem)
+            return self.error(present.get(key, node), _child(path, key) if key else path, problem)
         return value
 
     def unknown(self, key_node: Node, path: str, names: list[str]) -> None:

@@ -13,8 +13,10 @@ from YAML generically, driven by these declarations:
   ``HeadText`` is a ``str`` the data plane writes into an HTTP/1.1 message head (a header
   value, a Host, a request path, a Location), so it must be latin-1;
 - ``Literal[...]`` is an enum; ``tuple[X, ...]`` a list; ``dict[str, V]`` a map;
-- a match ``value`` whose ``type`` is RegularExpression must compile with RE2 (``parse.py``
-  ``_CHECKS``): an unusable pattern is refused as early as a malformed duration.
+- a match ``value`` whose ``type`` is RegularExpression must compile with RE2, and a GRPCRoute
+  method match names a service or a method (protobuf names when Exact, RE2 patterns
+  otherwise) (``parse.py`` ``_CHECKS``): what the CRDs' validation would refuse is refused as
+  early as a malformed duration.
 
 Semantic checks (references, cross-field rules) belong to translate/, not here.
 """
@@ -79,6 +81,11 @@ class BackendObjectReference:
     kind: str = "Service"
     namespace: str | None = None
     port: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BackendRef(BackendObjectReference):
+    weight: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,13 +291,7 @@ class HTTPRouteFilter:
 
 
 @dataclass(frozen=True, slots=True)
-class HTTPBackendRef:
-    name: str
-    group: str = ""
-    kind: str = "Service"
-    namespace: str | None = None
-    port: int | None = None
-    weight: int = 1
+class HTTPBackendRef(BackendRef):
     filters: tuple[HTTPRouteFilter, ...] = ()
 
 
@@ -322,6 +323,57 @@ class HTTPRouteSpec:
     parent_refs: tuple[ParentReference, ...] = ()
     hostnames: tuple[str, ...] = ()
     rules: tuple[HTTPRouteRule, ...] = ()  # empty: one rule with the default match
+
+
+# --------------------------------------------------------------------------- GRPCRoute
+
+
+@dataclass(frozen=True, slots=True)
+class GRPCMethodMatch:
+    """``service`` and ``method`` empty or omitted match any; at least one must be given
+    (``parse.py`` checks it, with the syntax of Exact names and RE2 for RegularExpression)."""
+
+    type: Literal["Exact", "RegularExpression"] = "Exact"
+    service: str | None = None
+    method: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GRPCRouteMatch:
+    method: GRPCMethodMatch | None = None  # None: every service and method
+    headers: tuple[HTTPHeaderMatch, ...] = ()  # GRPCHeaderMatch has HTTPHeaderMatch's fields
+
+
+GRPCRouteFilterType = Literal["RequestHeaderModifier", "ResponseHeaderModifier", "RequestMirror", "ExtensionRef"]
+
+
+@dataclass(frozen=True, slots=True)
+class GRPCRouteFilter:
+    type: GRPCRouteFilterType
+    request_header_modifier: HTTPHeaderFilter | None = None
+    response_header_modifier: HTTPHeaderFilter | None = None
+    request_mirror: HTTPRequestMirrorFilter | None = None
+    extension_ref: LocalObjectReference | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class GRPCBackendRef(BackendRef):
+    filters: tuple[GRPCRouteFilter, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class GRPCRouteRule:
+    name: str | None = None
+    matches: tuple[GRPCRouteMatch, ...] = ()  # empty: every gRPC request
+    filters: tuple[GRPCRouteFilter, ...] = ()
+    backend_refs: tuple[GRPCBackendRef, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class GRPCRouteSpec:
+    parent_refs: tuple[ParentReference, ...] = ()
+    hostnames: tuple[str, ...] = ()
+    rules: tuple[GRPCRouteRule, ...] = ()  # empty: the route routes nothing
 
 
 # --------------------------------------------------------------------------- Envoy Gateway Backend
@@ -436,6 +488,13 @@ class HTTPRoute:
 
 
 @dataclass(frozen=True, slots=True)
+class GRPCRoute:
+    metadata: Metadata
+    spec: GRPCRouteSpec
+    location: Location
+
+
+@dataclass(frozen=True, slots=True)
 class Backend:
     metadata: Metadata
     spec: BackendSpec
@@ -480,12 +539,17 @@ class Namespace:
     location: Location
 
 
-Resource = Gateway | HTTPRoute | Backend | BackendTLSPolicy | ReferenceGrant | ConfigMap | Secret | Namespace
+Resource = (
+    Gateway | HTTPRoute | GRPCRoute | Backend | BackendTLSPolicy | ReferenceGrant | ConfigMap | Secret | Namespace
+)
+
+RouteResource = HTTPRoute | GRPCRoute
 
 # kind -> (accepted apiVersions, class)
 KINDS: dict[str, tuple[tuple[str, ...], type]] = {
     "Gateway": (("gateway.networking.k8s.io/v1", "gateway.networking.k8s.io/v1beta1"), Gateway),
     "HTTPRoute": (("gateway.networking.k8s.io/v1", "gateway.networking.k8s.io/v1beta1"), HTTPRoute),
+    "GRPCRoute": (("gateway.networking.k8s.io/v1", "gateway.networking.k8s.io/v1alpha2"), GRPCRoute),
     "Backend": (("gateway.envoyproxy.io/v1alpha1",), Backend),
     "BackendTLSPolicy": (("gateway.networking.k8s.io/v1", "gateway.networking.k8s.io/v1alpha3"), BackendTLSPolicy),
     "ReferenceGrant": (

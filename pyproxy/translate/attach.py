@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..config import resources as res
-from .gateways import PROTOCOLS, ListenerContext, allows_route_kind
+from .gateways import PROTOCOLS, ListenerContext, supported_kinds
 from .hostnames import effective_hostnames
 from .index import Index, Key
 from .problems import Problem, kind_label
@@ -34,14 +34,14 @@ class ParentResult:
     counted: tuple[ListenerContext, ...] = ()
 
 
-def attach_implicit(route: res.HTTPRoute, listener: ListenerContext) -> list[ParentResult]:
+def attach_implicit(route: res.RouteResource, listener: ListenerContext) -> list[ParentResult]:
     """Without Gateways every route attaches to the implicit listener, whatever it names."""
     hostnames = effective_hostnames(None, route.spec.hostnames)
     return [ParentResult(IMPLICIT_PARENT, (Attachment(listener, hostnames),))]
 
 
 def attach_parents(
-    index: Index, route: res.HTTPRoute, listeners: dict[Key, list[ListenerContext]]
+    index: Index, route: res.RouteResource, listeners: dict[Key, list[ListenerContext]]
 ) -> list[ParentResult]:
     if not route.spec.parent_refs:
         problem = Problem(
@@ -62,7 +62,7 @@ def parent_label(ref: res.ParentReference, route_namespace: str) -> str:
 
 def _attach(
     index: Index,
-    route: res.HTTPRoute,
+    route: res.RouteResource,
     ref: res.ParentReference,
     where: str,
     listeners: dict[Key, list[ListenerContext]],
@@ -87,7 +87,7 @@ def _attach(
     selected, problem = _select(listeners[gateway], ref, where)
     if problem is not None:
         return ParentResult(label, problem=problem)
-    refusals = {c.name: _refusal(index, c, route_ns) for c in selected}
+    refusals = {c.name: _refusal(index, c, type(route).__name__, route_ns) for c in selected}
     allowed = tuple(c for c in selected if refusals[c.name] is None)
     if not allowed:
         reasons = "; ".join(f"listener {name} {why}" for name, why in refusals.items())
@@ -97,7 +97,7 @@ def _attach(
 
 
 def _on_served(
-    allowed: tuple[ListenerContext, ...], route: res.HTTPRoute, where: str
+    allowed: tuple[ListenerContext, ...], route: res.RouteResource, where: str
 ) -> tuple[tuple[Attachment, ...], Problem | None]:
     """The attachments of a route to the served ones of the listeners that allow it."""
     served = [c for c in allowed if c.programmed]
@@ -136,13 +136,13 @@ def _select(
     return candidates, None
 
 
-def _refusal(index: Index, listener: ListenerContext, route_namespace: str) -> str | None:
-    """Why ``listener`` refuses an HTTPRoute from ``route_namespace``, or None: its protocol
-    takes no HTTPRoutes, or its allowedRoutes leave them out."""
+def _refusal(index: Index, listener: ListenerContext, kind: str, route_namespace: str) -> str | None:
+    """Why ``listener`` refuses a route of ``kind`` from ``route_namespace``, or None: its
+    protocol takes no routes of that kind, or its allowedRoutes leave them out."""
     if listener.protocol not in PROTOCOLS:
-        return f"has protocol {listener.protocol}, which takes no HTTPRoutes"
-    if not allows_route_kind(listener.allowed_routes):
-        return "does not list HTTPRoute in allowedRoutes.kinds"
+        return f"has protocol {listener.protocol}, which takes no {kind}s"
+    if kind not in supported_kinds(listener.protocol, listener.allowed_routes):
+        return f"does not list {kind} in allowedRoutes.kinds"
     namespaces = listener.allowed_routes.namespaces
     if namespaces.from_ == "Same" and route_namespace != listener.gateway[0]:
         return f"allows routes only from its own namespace {listener.gateway[0]} (allowedRoutes.namespaces.from: Same)"

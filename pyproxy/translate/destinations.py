@@ -12,7 +12,13 @@ from .index import Index, Key
 from .problems import Problem, kind_label
 from .refgrants import Reference, permitted
 
-Ref = res.BackendObjectReference | res.HTTPBackendRef
+
+@dataclass(frozen=True, slots=True)
+class Referrer:
+    """The route a reference is written in: its kind is the ``from`` a ReferenceGrant names."""
+
+    kind: str
+    namespace: str
 
 
 @dataclass(slots=True)
@@ -24,10 +30,10 @@ class Destinations:
     policies: PolicyTable
     _cache: dict[tuple[str, str, str | None], ir.Destination | Problem] = field(default_factory=dict)
 
-    def resolve(self, ref: Ref, route_namespace: str) -> ir.Destination | Problem:
-        """The Destination ``ref`` (written in an HTTPRoute in ``route_namespace``) names, or
-        the Problem that makes it invalid (reason BackendNotFound, InvalidKind or
-        RefNotPermitted; the message starts with what was wrong, not with the field)."""
+    def resolve(self, ref: res.BackendObjectReference, referrer: Referrer) -> ir.Destination | Problem:
+        """The Destination ``ref`` (written in the route ``referrer``) names, or the Problem
+        that makes it invalid (reason BackendNotFound, InvalidKind or RefNotPermitted; the
+        message starts with what was wrong, not with the field)."""
         if ref.group == "" and ref.kind == "Service":
             return Problem(
                 "BackendNotFound",
@@ -39,9 +45,9 @@ class Destinations:
                 "InvalidKind",
                 f"kind {kind_label(ref.kind, ref.group)} is not supported; use group {res.ENVOY_GROUP}, kind Backend",
             )
-        namespace = ref.namespace or route_namespace
+        namespace = ref.namespace or referrer.namespace
         grant = Reference(
-            res.GATEWAY_GROUP, "HTTPRoute", route_namespace, res.ENVOY_GROUP, "Backend", namespace, ref.name
+            res.GATEWAY_GROUP, referrer.kind, referrer.namespace, res.ENVOY_GROUP, "Backend", namespace, ref.name
         )
         if not permitted(self.index, grant):
             return Problem(

@@ -1,4 +1,4 @@
-"""HTTPRoute filters → header mutations, URL rewrite, redirect, mirrors, CORS.
+"""HTTPRoute and GRPCRoute filters → header mutations, URL rewrite, redirect, mirrors, CORS.
 
 Invalid filters raise ``Invalid`` (the rule is dropped). Mirrors whose backendRef cannot be
 resolved are dropped alone, with a ResolvedRefs problem. ExtensionRef filters cannot be
@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from .. import ir
 from ..config import resources as res
 from .cors import translate_cors
-from .destinations import Destinations
+from .destinations import Destinations, Referrer
 from .hostnames import hostname_problem
 from .problems import Invalid, Problem, kind_label
 
@@ -29,7 +29,8 @@ _PAYLOAD = {
     "CORS": ("cors", "cors"),
 }
 
-Located = tuple[str, res.HTTPRouteFilter]  # (YAML path of the filter, filter)
+# (YAML path of the filter, filter); a GRPCRouteFilter's types are a subset of HTTPRoute's
+Located = tuple[str, res.HTTPRouteFilter | res.GRPCRouteFilter]
 
 # Headers a modifier may not set, add or remove. The proxy writes Host and frames every message
 # itself; a second Host, or a Content-Length beside a Transfer-Encoding, would let the upstream
@@ -69,13 +70,11 @@ def payload(located: Located) -> object:
     return value
 
 
-def plan_filters(
-    filters: list[Located], destinations: Destinations, route_namespace: str, rule_where: str
-) -> FilterPlan:
+def plan_filters(filters: list[Located], destinations: Destinations, referrer: Referrer, rule_where: str) -> FilterPlan:
     _check_repeats(filters, rule_where)
     plan = FilterPlan()
     for located in filters:
-        _apply(plan, located, destinations, route_namespace)
+        _apply(plan, located, destinations, referrer)
     if plan.redirect is not None and plan.url_rewrite is not None:
         raise Invalid(
             "IncompatibleFilters", f"{rule_where}: RequestRedirect and URLRewrite filters cannot be combined; keep one"
@@ -93,7 +92,7 @@ def _check_repeats(filters: list[Located], rule_where: str) -> None:
             )
 
 
-def _apply(plan: FilterPlan, located: Located, destinations: Destinations, route_namespace: str) -> None:
+def _apply(plan: FilterPlan, located: Located, destinations: Destinations, referrer: Referrer) -> None:
     where, spec = located
     value = payload(located)
     if spec.type == "RequestHeaderModifier":
@@ -107,7 +106,7 @@ def _apply(plan: FilterPlan, located: Located, destinations: Destinations, route
         plan.redirect_where = f"{where}.requestRedirect"
         plan.redirect = _checked_redirect(value, plan.redirect_where)  # type: ignore[arg-type]
     elif spec.type == "RequestMirror":
-        _add_mirror(plan, value, f"{where}.requestMirror", destinations, route_namespace)  # type: ignore[arg-type]
+        _add_mirror(plan, value, f"{where}.requestMirror", destinations, referrer)  # type: ignore[arg-type]
     elif spec.type == "CORS":
         plan.cors = translate_cors(value, f"{where}.cors")  # type: ignore[arg-type]
     else:
@@ -200,10 +199,10 @@ def path_replacement(spec: res.HTTPPathModifier, where: str) -> str:
 
 
 def _add_mirror(
-    plan: FilterPlan, spec: res.HTTPRequestMirrorFilter, where: str, destinations: Destinations, route_namespace: str
+    plan: FilterPlan, spec: res.HTTPRequestMirrorFilter, where: str, destinations: Destinations, referrer: Referrer
 ) -> None:
     percent = _mirror_percent(spec, where)
-    found = destinations.resolve(spec.backend_ref, route_namespace)
+    found = destinations.resolve(spec.backend_ref, referrer)
     if isinstance(found, Problem):
         plan.ref_problems.append(Problem(found.reason, f"{where}.backendRef: {found.message}; the mirror is dropped"))
     else:

@@ -18,7 +18,8 @@ from .problems import Problem, kind_label
 from .status import Condition, ObjectStatus, object_status
 
 PROTOCOLS = ("HTTP", "HTTPS")
-ROUTE_KIND = res.RouteGroupKind(kind="HTTPRoute", group=res.GATEWAY_GROUP)
+# What an HTTP or HTTPS listener takes when its allowedRoutes.kinds is empty, in this order
+ROUTE_KINDS = (res.RouteGroupKind(kind="HTTPRoute"), res.RouteGroupKind(kind="GRPCRoute"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,9 +89,12 @@ def translate_gateways(index: Index, bind_address: str) -> CheckedGateways:
     return CheckedGateways(index, checked, contexts)
 
 
-def allows_route_kind(allowed: res.AllowedRoutes) -> bool:
-    """An HTTP/HTTPS listener takes HTTPRoutes unless ``allowedRoutes.kinds`` leaves them out."""
-    return not allowed.kinds or ROUTE_KIND in allowed.kinds
+def supported_kinds(protocol: str, allowed: res.AllowedRoutes) -> tuple[str, ...]:
+    """The route kinds a listener takes (its status's supportedKinds): HTTPRoute and GRPCRoute
+    on HTTP and HTTPS, unless ``allowedRoutes.kinds`` lists fewer; none on other protocols."""
+    if protocol not in PROTOCOLS:
+        return ()
+    return tuple(k.kind for k in ROUTE_KINDS if not allowed.kinds or k in allowed.kinds)
 
 
 def _context(key: Key, listener: _Listener, bind_address: str) -> ListenerContext:
@@ -159,14 +163,15 @@ def _shape_problem(spec: res.GatewayListener, where: str) -> Problem | None:
 
 
 def _kind_problems(spec: res.GatewayListener, where: str) -> list[Problem]:
-    invalid = [k for k in spec.allowed_routes.kinds if k != ROUTE_KIND]
+    invalid = [k for k in spec.allowed_routes.kinds if k not in ROUTE_KINDS]
     if not invalid:
         return []
     names = ", ".join(kind_label(k.kind, k.group) for k in invalid)
     return [
         Problem(
             "InvalidRouteKinds",
-            f"{where}.allowedRoutes.kinds: {names} not supported; only HTTPRoute (group {res.GATEWAY_GROUP})",
+            f"{where}.allowedRoutes.kinds: {names} not supported; only HTTPRoute and GRPCRoute "
+            f"(group {res.GATEWAY_GROUP})",
         )
     ]
 
@@ -230,11 +235,11 @@ def _listener_conditions(listener: _Listener, attached: int) -> list[Condition]:
         conditions.append(
             Condition("Conflicted", True, listener.conflict.reason, listener.conflict.message, parent=name)
         )
-    count = f"attachedRoutes: {attached}"
+    summary = f"attachedRoutes: {attached}"
     if listener.programmed:
-        conditions.append(Condition("Programmed", True, "Programmed", count, parent=name))
+        conditions.append(Condition("Programmed", True, "Programmed", summary, parent=name))
     else:
-        message = f"the listener is not served; see its other conditions; {count}"
+        message = f"the listener is not served; see its other conditions; {summary}"
         conditions.append(Condition("Programmed", False, "Invalid", message, parent=name))
     return conditions
 

@@ -19,6 +19,7 @@ def key_of(resource: object) -> Key:
 class Index:
     gateways: dict[Key, res.Gateway] = field(default_factory=dict)
     routes: dict[Key, res.HTTPRoute] = field(default_factory=dict)
+    grpc_routes: dict[Key, res.GRPCRoute] = field(default_factory=dict)
     backends: dict[Key, res.Backend] = field(default_factory=dict)
     policies: dict[Key, res.BackendTLSPolicy] = field(default_factory=dict)
     grants: dict[Key, res.ReferenceGrant] = field(default_factory=dict)
@@ -38,6 +39,7 @@ class Index:
 _BUCKETS: dict[type, str] = {
     res.Gateway: "gateways",
     res.HTTPRoute: "routes",
+    res.GRPCRoute: "grpc_routes",
     res.Backend: "backends",
     res.BackendTLSPolicy: "policies",
     res.ReferenceGrant: "grants",

@@ -1,4 +1,5 @@
-"""HTTPRoute matches → ``ir.Match``, with the syntax checks the Gateway API CRDs make.
+"""HTTPRoute matches → ``ir.Match``, with the syntax checks the Gateway API CRDs make (header
+matches serve GRPCRoute too).
 
 Header names arrive checked (config/ refuses a name that is not an RFC 9110 token), and so do
 RegularExpression values (config/ refuses a pattern RE2 cannot compile)."""
@@ -34,7 +35,7 @@ def path_problem(value: str) -> str | None:
 def translate_match(spec: res.HTTPRouteMatch, where: str) -> ir.Match:
     return ir.Match(
         path=_path(spec.path or DEFAULT_PATH, f"{where}.path"),
-        headers=_headers(spec.headers),
+        headers=header_matches(spec.headers),
         query_params=_query_params(spec.query_params, f"{where}.queryParams"),
         method=spec.method,
     )
@@ -55,7 +56,7 @@ def normalise_prefix(value: str) -> str:
     return value.rstrip("/") or "/"
 
 
-def _headers(specs: tuple[res.HTTPHeaderMatch, ...]) -> tuple[ir.HeaderMatch, ...]:
+def header_matches(specs: tuple[res.HTTPHeaderMatch, ...]) -> tuple[ir.HeaderMatch, ...]:
     """The first entry for a header name counts; later ones with an equivalent name are ignored."""
     matches: dict[str, ir.HeaderMatch] = {}
     for spec in specs:

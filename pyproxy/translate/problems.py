@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ParamSpec, TypeVar
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,3 +29,11 @@ class Invalid(Exception):
     def __init__(self, reason: str, message: str) -> None:
         super().__init__(message)
         self.problem = Problem(reason, message)
+
+
+def attempt(translate: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T | Problem:
+    """``translate(*args, **kwargs)``, or the Problem of the ``Invalid`` it raised."""
+    try:
+        return translate(*args, **kwargs)
+    except Invalid as exc:
+        return exc.problem

@@ -1,25 +1,26 @@
-"""HTTPRoutes: rules → routes, parentRefs → listeners and virtual hosts, and route status."""
+"""HTTPRoutes and GRPCRoutes: rules → routes, parentRefs → listeners and virtual hosts, and
+route status. Both kinds attach alike; only their rules differ (``rules.py``,
+``grpcroutes.py``)."""
 
 from __future__ import annotations
 
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
-from .. import ir
 from ..config import resources as res
 from .attach import ParentResult, attach_implicit, attach_parents
 from .destinations import Destinations
 from .gateways import ListenerContext
+from .grpcroutes import translate_grpc_rules
 from .hostnames import hostname_problem
 from .index import Index, Key
-from .problems import Invalid, Problem
-from .rules import translate_rule
+from .precedence import Ranked
+from .problems import Problem
+from .rules import translate_rules
 from .status import Condition, ObjectStatus, object_status
 
-DEFAULT_RULES = (res.HTTPRouteRule(),)
-
-# listener IR name → virtual host name → (precedence key, route) entries
-RouteTable = dict[str, dict[str, list[tuple[tuple[object, ...], ir.Route]]]]
+# listener IR name → virtual host name → its routes, each with its precedence
+RouteTable = dict[str, dict[str, list[Ranked]]]
 
 
 @dataclass(slots=True)
@@ -33,47 +34,52 @@ class RoutesResult:
 class _Translated:
     """A route's rules, translated once whatever it attaches to."""
 
-    entries: list[tuple[tuple[object, ...], ir.Route]] = field(default_factory=list)
+    entries: list[Ranked] = field(default_factory=list)
     invalid: Problem | None = None  # the whole route is rejected
     dropped: list[Problem] = field(default_factory=list)
     ref_problems: list[Problem] = field(default_factory=list)
+    note: str = ""  # said on an accepted route
 
 
 def translate_routes(
     index: Index, listeners: list[ListenerContext], destinations: Destinations, implicit: ListenerContext | None
 ) -> RoutesResult:
-    """Attach every HTTPRoute; ``implicit`` is the listener every route attaches to when the
-    config has no Gateway (None otherwise)."""
+    """Attach every HTTPRoute and GRPCRoute; ``implicit`` is the listener every route attaches
+    to when the config has no Gateway (None otherwise)."""
     by_gateway: dict[Key, list[ListenerContext]] = defaultdict(list)
     for listener in listeners:
         by_gateway[listener.gateway].append(listener)
     out = RoutesResult(defaultdict(lambda: defaultdict(list)), [], Counter())
-    for route in index.routes.values():
+    routes: list[res.RouteResource] = [*index.routes.values(), *index.grpc_routes.values()]
+    for route in routes:
         translated = _translate(route, destinations)
         parents = attach_implicit(route, implicit) if implicit else attach_parents(index, route, by_gateway)
         if translated.invalid is None:
             _add_to_table(out.table, translated, parents)
         out.attached.update({listener.ir_name for parent in parents for listener in parent.counted})
-        out.statuses.append(object_status("HTTPRoute", route, _conditions(translated, parents)))
+        out.statuses.append(object_status(type(route).__name__, route, _conditions(translated, parents)))
     return out
 
 
-def _translate(route: res.HTTPRoute, destinations: Destinations) -> _Translated:
+def _translate(route: res.RouteResource, destinations: Destinations) -> _Translated:
     out = _Translated()
     for k, hostname in enumerate(route.spec.hostnames):
         if problem := hostname_problem(hostname):
             out.invalid = Problem("UnsupportedValue", f"spec.hostnames[{k}]: {problem}")
             return out
-    rules = route.spec.rules or DEFAULT_RULES
-    for i, rule in enumerate(rules):
-        try:
-            outcome = translate_rule(route, i, rule, destinations)
-        except Invalid as exc:
-            out.dropped.append(exc.problem)
+    if isinstance(route, res.HTTPRoute):
+        outcomes = translate_rules(route, destinations)
+    else:
+        outcomes = translate_grpc_rules(route, destinations)
+    for outcome in outcomes:
+        if isinstance(outcome, Problem):
+            out.dropped.append(outcome)
             continue
         out.entries += outcome.routes
         out.ref_problems += outcome.ref_problems
-    if len(out.dropped) == len(rules):
+    if not outcomes:
+        out.note = "spec.rules is empty: the route routes no request"
+    elif len(out.dropped) == len(outcomes):
         out.invalid = Problem(
             out.dropped[0].reason, "every rule is invalid: " + "; ".join(p.message for p in out.dropped)
         )
@@ -109,7 +115,7 @@ def _accepted(translated: _Translated, parent: ParentResult) -> Condition:
     problem = parent.problem or translated.invalid
     if problem is not None:
         return Condition("Accepted", False, problem.reason, problem.message, parent=parent.label)
-    return Condition("Accepted", True, "Accepted", parent=parent.label)
+    return Condition("Accepted", True, "Accepted", translated.note, parent=parent.label)
 
 
 def _resolved_refs(problems: list[Problem], label: str | None) -> Condition:

@@ -1,4 +1,5 @@
-"""One HTTPRoute rule → one ``ir.Route`` per match, each with its precedence key."""
+"""One HTTPRoute rule → one ``ir.Route`` per match, each with its precedence key; the
+filters, backendRefs and action every route kind's rules share."""
 
 from __future__ import annotations
 
@@ -6,36 +7,46 @@ from dataclasses import dataclass, field
 
 from .. import ir
 from ..config import resources as res
-from .destinations import Destinations
+from .destinations import Destinations, Referrer
 from .durations import parse_duration
 from .filters import HEADER_FILTERS, FilterPlan, Located, filter_header_mutation, path_replacement, plan_filters
 from .matches import translate_match
-from .precedence import route_match_key
-from .problems import Invalid, Problem
+from .precedence import Ranked, http_ranked
+from .problems import Invalid, Problem, attempt
 
 MAX_WEIGHT = 1_000_000
 INVALID_BACKEND_STATUS = 500
+DEFAULT_RULES = (res.HTTPRouteRule(),)
 DEFAULT_MATCHES = (res.HTTPRouteMatch(),)
 # Envoy Gateway's retry policy where HTTPRoute leaves a field unset (xds translator route.go).
 DEFAULT_RETRIES = 2
 DEFAULT_RETRY_CODES = (503,)
+
+Rule = res.HTTPRouteRule | res.GRPCRouteRule
+Filter = res.HTTPRouteFilter | res.GRPCRouteFilter
+RouteBackendRef = res.HTTPBackendRef | res.GRPCBackendRef
 
 
 @dataclass(slots=True)
 class RuleOutcome:
     """The routes of a rule that was kept, and what its status should mention."""
 
-    routes: list[tuple[tuple[object, ...], ir.Route]] = field(default_factory=list)
+    routes: list[Ranked] = field(default_factory=list)
     ref_problems: list[Problem] = field(default_factory=list)
+
+
+def translate_rules(route: res.HTTPRoute, destinations: Destinations) -> list[RuleOutcome | Problem]:
+    """Each rule's routes, or the Problem that drops it; without rules, the default one."""
+    rules = route.spec.rules or DEFAULT_RULES
+    return [attempt(translate_rule, route, i, rule, destinations) for i, rule in enumerate(rules)]
 
 
 def translate_rule(route: res.HTTPRoute, i: int, rule: res.HTTPRouteRule, destinations: Destinations) -> RuleOutcome:
     """Raises ``Invalid`` when the rule must be dropped."""
     where = f"spec.rules[{i}]"
     matches = [translate_match(m, f"{where}.matches[{j}]") for j, m in enumerate(rule.matches or DEFAULT_MATCHES)]
-    plan = plan_filters(_gather_filters(rule, where), destinations, route.metadata.namespace, where)
-    outcome = RuleOutcome(ref_problems=list(plan.ref_problems))
-    backends = _backends(rule, where, destinations, route.metadata.namespace, outcome)
+    outcome = RuleOutcome()
+    plan, backends = forwarding(rule, where, destinations, Referrer("HTTPRoute", route.metadata.namespace), outcome)
     timeouts = rule_timeouts(rule.timeouts, f"{where}.timeouts")
     retry = rule_retry(rule.retry, f"{where}.retry")
     ns, name = route.metadata.namespace, route.metadata.name
@@ -44,7 +55,7 @@ def translate_rule(route: res.HTTPRoute, i: int, rule: res.HTTPRouteRule, destin
         ir_route = ir.Route(
             name=f"httproute/{ns}/{name}/rule/{i}/match/{j}",
             match=match,
-            action=_action(plan, backends, match, at),
+            action=rule_action(plan, backends, match, at),
             request_headers=plan.request_headers,
             response_headers=plan.response_headers,
             url_rewrite=_url_rewrite(plan, match, at),
@@ -53,28 +64,41 @@ def translate_rule(route: res.HTTPRoute, i: int, rule: res.HTTPRouteRule, destin
             retry=retry,
             cors=plan.cors,
         )
-        outcome.routes.append((route_match_key(match, route, i, j), ir_route))
+        outcome.routes.append(http_ranked(ir_route, route, i, j))
     return outcome
 
 
-def _gather_filters(rule: res.HTTPRouteRule, where: str) -> list[Located]:
+def forwarding(
+    rule: Rule, where: str, destinations: Destinations, referrer: Referrer, outcome: RuleOutcome
+) -> tuple[FilterPlan, tuple[ir.WeightedBackend, ...]]:
+    """A rule's filters and backendRefs, whatever its route kind; what does not resolve is
+    added to ``outcome.ref_problems``."""
+    plan = plan_filters(_gather_filters(rule, where), destinations, referrer, where)
+    outcome.ref_problems += plan.ref_problems
+    return plan, _backends(rule, where, destinations, referrer, outcome)
+
+
+def _gather_filters(rule: Rule, where: str) -> list[Located]:
     """The rule's filters, then its single backendRef's non-header filters.
 
     A RequestRedirect or URLRewrite on the only backendRef of a rule applies to every request
     of the rule, so it is the same as a rule filter. With several backendRefs each would need
     its own, which the IR does not express: the rule is rejected."""
-    gathered: list[Located] = [(f"{where}.filters[{k}]", f) for k, f in enumerate(rule.filters)]
-    if rule.backend_refs and any(f.type == "RequestRedirect" for f in rule.filters):
+    filters: tuple[Filter, ...] = rule.filters
+    refs: tuple[RouteBackendRef, ...] = rule.backend_refs
+    gathered: list[Located] = [(f"{where}.filters[{k}]", f) for k, f in enumerate(filters)]
+    if refs and any(f.type == "RequestRedirect" for f in filters):
         raise Invalid(
             "IncompatibleFilters",
             f"{where}: a RequestRedirect filter cannot be combined with backendRefs; remove one of them",
         )
-    for b, ref in enumerate(rule.backend_refs):
-        for k, spec in enumerate(ref.filters):
+    for b, ref in enumerate(refs):
+        ref_filters: tuple[Filter, ...] = ref.filters
+        for k, spec in enumerate(ref_filters):
             at = f"{where}.backendRefs[{b}].filters[{k}]"
             if spec.type in HEADER_FILTERS:
                 continue
-            if len(rule.backend_refs) > 1:
+            if len(refs) > 1:
                 raise Invalid(
                     "UnsupportedValue",
                     f"{at}: a {spec.type} filter on a backendRef is supported only when the rule has a single "
@@ -85,15 +109,16 @@ def _gather_filters(rule: res.HTTPRouteRule, where: str) -> list[Located]:
 
 
 def _backends(
-    rule: res.HTTPRouteRule, where: str, destinations: Destinations, namespace: str, outcome: RuleOutcome
+    rule: Rule, where: str, destinations: Destinations, referrer: Referrer, outcome: RuleOutcome
 ) -> tuple[ir.WeightedBackend, ...]:
     backends: list[ir.WeightedBackend] = []
-    for b, ref in enumerate(rule.backend_refs):
+    refs: tuple[RouteBackendRef, ...] = rule.backend_refs
+    for b, ref in enumerate(refs):
         at = f"{where}.backendRefs[{b}]"
         if not 0 <= ref.weight <= MAX_WEIGHT:
             raise Invalid("UnsupportedValue", f"{at}.weight {ref.weight} is not between 0 and {MAX_WEIGHT}")
         request_headers, response_headers = _backend_header_filters(ref, at)
-        found = destinations.resolve(ref, namespace)
+        found = destinations.resolve(ref, referrer)
         if isinstance(found, Problem):
             outcome.ref_problems.append(Problem(found.reason, f"{at}: {found.message}; its share of requests gets 500"))
         backends.append(
@@ -109,10 +134,11 @@ def _backends(
 
 
 def _backend_header_filters(
-    ref: res.HTTPBackendRef, where: str
+    ref: RouteBackendRef, where: str
 ) -> tuple[ir.HeaderMutation | None, ir.HeaderMutation | None]:
     mutations: dict[str, ir.HeaderMutation] = {}
-    for k, spec in enumerate(ref.filters):
+    filters: tuple[Filter, ...] = ref.filters
+    for k, spec in enumerate(filters):
         at = f"{where}.filters[{k}]"
         if spec.type not in HEADER_FILTERS:
             continue
@@ -122,7 +148,7 @@ def _backend_header_filters(
     return mutations.get("RequestHeaderModifier"), mutations.get("ResponseHeaderModifier")
 
 
-def _action(plan: FilterPlan, backends: tuple[ir.WeightedBackend, ...], match: ir.Match, where: str) -> ir.Action:
+def rule_action(plan: FilterPlan, backends: tuple[ir.WeightedBackend, ...], match: ir.Match, where: str) -> ir.Action:
     """Unresolvable ExtensionRef → 500; a redirect; else forward. When no valid backend would
     get traffic (no backendRefs, all invalid, or all weight 0) the rule answers 500."""
     if plan.unresolved_extension:

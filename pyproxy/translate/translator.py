@@ -15,6 +15,7 @@ from .backendtls import translate_policies
 from .destinations import Destinations
 from .gateways import CheckedGateways, ListenerContext, translate_gateways
 from .index import build_index
+from .precedence import in_order
 from .routes import RouteTable, translate_routes
 from .status import Result
 
@@ -30,9 +31,10 @@ class Options:
 
 def translate(resources: Iterable[object], options: Options = Options()) -> Result:
     """The routing table for ``resources`` (as ``config.load`` returns them) and the status of
-    every Gateway, HTTPRoute, Backend and BackendTLSPolicy, sorted by kind, namespace, name.
+    every Gateway, HTTPRoute, GRPCRoute, Backend and BackendTLSPolicy, sorted by kind,
+    namespace, name.
 
-    Without any Gateway every HTTPRoute attaches to one implicit HTTP listener."""
+    Without any Gateway every route attaches to one implicit HTTP listener."""
     index = build_index(resources)
     backends, backend_statuses = translate_backends(index)
     policies, policy_statuses = translate_policies(index)
@@ -53,7 +55,7 @@ def translate(resources: Iterable[object], options: Options = Options()) -> Resu
 
 
 def implicit_listener(options: Options) -> ListenerContext:
-    """The one HTTP listener of a config that has no Gateway; every HTTPRoute attaches to it."""
+    """The one HTTP listener of a config that has no Gateway; every route attaches to it."""
     return ListenerContext(
         gateway=("", ""),
         name="implicit",
@@ -75,7 +77,7 @@ def _listener(ctx: ListenerContext, table: RouteTable) -> ir.Listener:
         ir.VirtualHost(
             name=f"{ctx.ir_name}/{hostname}",
             hostname=hostname,
-            routes=tuple(route for _, route in sorted(hosts[hostname], key=lambda entry: entry[0])),
+            routes=in_order(hosts[hostname]),
         )
         for hostname in sorted(hosts, key=_host_order)
     )

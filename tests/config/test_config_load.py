@@ -256,7 +256,7 @@ def test_documents_that_are_not_kubernetes_objects_are_skipped_with_a_warning():
 @pytest.mark.parametrize(
     "kind, meant",
     [("HttpRoute", "HTTPRoute"), ("Backends", "Backend"), ("BackendTlsPolicy", "BackendTLSPolicy"),
-     ("Gatway", "Gateway"), ("configmap", "ConfigMap")],
+     ("Gatway", "Gateway"), ("configmap", "ConfigMap"), ("GrpcRoute", "GRPCRoute")],
 )
 def test_a_misspelled_kind_is_a_likely_mistake(kind, meant):
     loaded = load_text(f"apiVersion: v1\nkind: {kind}\nmetadata: {{name: x}}\n---\n" + route("web"), "k.yaml")
@@ -268,7 +268,7 @@ def test_a_misspelled_kind_is_a_likely_mistake(kind, meant):
 
 
 @pytest.mark.parametrize("kind", ["GatewayClass", "TCPRoute", "BackendLBPolicy", "BackendTrafficPolicy", "Service",
-                                  "Deployment", "GRPCRoute"])
+                                  "Deployment", "TLSRoute"])
 def test_other_kinds_are_skipped_quietly(kind):
     loaded = load_text(f"apiVersion: v1\nkind: {kind}\nmetadata: {{name: x}}\n---\n" + route("web"), "k.yaml")
     assert [skipped.kind for skipped in loaded.skipped] == [kind]

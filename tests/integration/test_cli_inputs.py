@@ -118,7 +118,7 @@ spec:
 """
 
 CONFIG_MAP = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ca\n"
-NO_ROUTES = "no HTTPRoute in the configuration: every request will be answered 404"
+NO_ROUTES = "no HTTPRoute or GRPCRoute in the configuration: every request will be answered 404"
 
 
 def logged(stderr: str, level: str) -> list[str]:

@@ -319,7 +319,7 @@ def test_check_on_the_manifests_themselves_skips_the_workloads_and_reads_the_con
     assert "Traceback" not in result.stderr
     assert "skipping Deployment pyproxy" in result.stderr
     assert "skipping Service pyproxy" in result.stderr
-    assert "no HTTPRoute in the configuration" in result.stderr
+    assert "no HTTPRoute or GRPCRoute in the configuration" in result.stderr
 
 
 def test_the_deployment_command_serves_the_configmap_and_stops_on_sigterm(tmp_path):
