@@ -222,7 +222,7 @@ def _mark_conflicts(listeners: list[_Listener]) -> None:
 def _listener_conditions(listener: _Listener, attached: int) -> list[Condition]:
     """Accepted, ResolvedRefs, Conflicted (when it is), and Programmed, whose message carries
     the listener's attachedRoutes (routes whose parentRef selects it and that its
-    allowedRoutes take, whether or not they are served)."""
+    allowedRoutes take, whether or not they are served) and its supportedKinds."""
     name = listener.spec.name
     problem = listener.accepted or listener.conflict
     conditions = [
@@ -235,7 +235,8 @@ def _listener_conditions(listener: _Listener, attached: int) -> list[Condition]:
         conditions.append(
             Condition("Conflicted", True, listener.conflict.reason, listener.conflict.message, parent=name)
         )
-    summary = f"attachedRoutes: {attached}"
+    kinds = ", ".join(supported_kinds(listener.spec.protocol, listener.spec.allowed_routes)) or "(none)"
+    summary = f"attachedRoutes: {attached}; supportedKinds: {kinds}"
     if listener.programmed:
         conditions.append(Condition("Programmed", True, "Programmed", summary, parent=name))
     else:
