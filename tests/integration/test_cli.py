@@ -134,6 +134,67 @@ def test_check_refuses_a_header_value_that_is_not_latin1(tmp_path):
     ]
 
 
+GRPC_ROUTES = """\
+apiVersion: gateway.networking.k8s.io/v1
+kind: Gateway
+metadata:
+  name: gw
+spec:
+  gatewayClassName: pyproxy
+  listeners:
+  - name: http
+    port: 8080
+    protocol: HTTP
+    allowedRoutes:
+      kinds:
+      - kind: GRPCRoute
+---
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata:
+  name: echo
+spec:
+  parentRefs:
+  - name: gw
+  rules:
+  - matches:
+    - method:
+        service: grpc.echo.Echo
+    backendRefs:
+    - group: gateway.envoyproxy.io
+      kind: Backend
+      name: nowhere
+"""
+
+
+def test_check_prints_grpcroute_status_and_shape_errors(tmp_path):
+    config = tmp_path / "grpc.yaml"
+    config.write_text(GRPC_ROUTES)
+    result = run_cli("check", "--config", str(config))
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == [
+        f"GRPCRoute default/echo ({config}: document 2, line 15)",
+        "  Accepted=True (Accepted) [gateway/default/gw]",
+        "  ResolvedRefs=False (BackendNotFound) [gateway/default/gw]: spec.rules[0].backendRefs[0]: "
+        "Backend default/nowhere not found; its share of requests gets 500",
+        f"Gateway default/gw ({config}: document 1, line 1)",
+        "  Accepted=True (Accepted)",
+        "  Programmed=True (Programmed)",
+        "  Accepted=True (Accepted) [http]",
+        "  ResolvedRefs=True (ResolvedRefs) [http]",
+        "  Programmed=True (Programmed) [http]: attachedRoutes: 1; supportedKinds: GRPCRoute",
+        "errors found",
+    ]
+    config.write_text(GRPC_ROUTES.replace("        service: grpc.echo.Echo", "        service: grpc/echo"))
+    result = run_cli("check", "--config", str(config))
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"{config}: document 2 (GRPCRoute default/echo), line 25: spec.rules[0].matches[0].method.service: "
+        "'grpc/echo' is not a gRPC service name (dot-separated names such as helloworld.Greeter: letters, digits "
+        "and '_', not starting with a digit); use type RegularExpression for a pattern"
+    ]
+
+
 def test_serve_refuses_bad_config_without_traceback(tmp_path):
     (tmp_path / "routes.yaml").write_text(BAD_ROUTE)
     result = run_cli("--config", str(tmp_path), "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0")
