@@ -208,7 +208,7 @@ class Runtime:
         if self.context is not None:
             self.context.stop()
             cut = list(self.context.connections)
-            if cut and self.draining:
+            if cut:
                 log.warning("stopped before draining: %d connection%s cut", len(cut), "" if len(cut) == 1 else "s")
             for proto in cut:
                 proto.transport.close()

@@ -26,13 +26,14 @@ def server_info(proxy: ProxyProcess) -> dict:
 
 def socket_owner(client: Client, pids: list[int]) -> int:
     """The pid of the worker holding the server side of ``client``'s connection: the socket
-    whose remote port is the client's local port, found through /proc."""
+    from the proxy's port to the client's port, found through /proc."""
     local_port = client.writer.get_extra_info("sockname")[1]
+    proxy_port = client.writer.get_extra_info("peername")[1]
     inode = None
     with open("/proc/net/tcp") as table:
         for line in table.readlines()[1:]:
             fields = line.split()
-            if int(fields[2].split(":")[1], 16) == local_port:
+            if (int(fields[2].split(":")[1], 16), int(fields[1].split(":")[1], 16)) == (local_port, proxy_port):
                 inode = fields[9]
     assert inode is not None
     for pid in pids:
