@@ -1,5 +1,5 @@
-"""The heads the proxy writes, without I/O: the request head sent upstream and the response
-head sent to the client (the other half of the framing layer; ``framing.py`` reads)."""
+"""The heads the proxy writes, without I/O: the request sent upstream and the response head
+sent to the client (the other half of the framing layer; ``framing.py`` reads)."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -21,12 +21,36 @@ def _external(name: bytes) -> bool:
     return name.startswith(b"x-envoy-") or name == b"x-forwarded-client-cert"
 
 
-def upstream_head(ex: Exchange, route: CompiledRoute, backend: CompiledBackend, peer: bytes, scheme: bytes,
-                  request_id: bytes) -> bytes:
-    """The request head sent upstream: hop-by-hop, framing and proxy-owned headers dropped
-    (also every header the client named in ``Connection``); ``x-forwarded-for`` (and
+class UpstreamRequest:
+    """The request as it goes upstream, computed once per exchange by ``upstream_request``,
+    before any protocol's framing: an HTTP/1.1 connection writes ``http1_head`` (built on first
+    use and kept, for retries and mirrors).
+
+    ``headers`` are the end-to-end headers (no Host, no framing); ``chunked`` and
+    ``content_length`` say how the body is framed on HTTP/1.1 (neither: no body); ``upgrade``
+    is the protocol an HTTP/1.1 upgrade asks for."""
+
+    __slots__ = ("method", "target", "host", "headers", "chunked", "content_length", "upgrade", "h1")
+
+    def __init__(self, method: bytes, target: bytes, host: bytes, headers: Headers, chunked: bool,
+                 content_length: int | None, upgrade: bytes) -> None:
+        self.method = method
+        self.target = target
+        self.host = host
+        self.headers = headers
+        self.chunked = chunked
+        self.content_length = content_length
+        self.upgrade = upgrade
+        self.h1: bytes | None = None
+
+
+def upstream_request(ex: Exchange, route: CompiledRoute, backend: CompiledBackend, peer: bytes, scheme: bytes,
+                     request_id: bytes) -> UpstreamRequest:
+    """The request sent upstream: hop-by-hop, framing and proxy-owned headers dropped (also
+    every header the client named in ``Connection``); ``x-forwarded-for`` (and
     ``x-forwarded-host`` on a Host rewrite) merged from all the client's lines into one with
-    our value appended last; then the route's and the backend's filters; then our framing."""
+    our value appended last; then the route's and the backend's filters. The framing is the
+    connection's (``http1_head``)."""
     head = ex.head
     tokens = http.connection_tokens(head.headers)
     owned = http.REQUEST_OWNED
@@ -62,17 +86,23 @@ def upstream_head(ex: Exchange, route: CompiledRoute, backend: CompiledBackend, 
         headers = route.request_headers.apply(headers)
     if backend.request_headers is not None:
         headers = backend.request_headers.apply(headers)
-    if head.chunked:
-        headers.append((b"transfer-encoding", b"chunked"))
-    elif head.content_length is not None:
-        headers.append((b"content-length", b"%d" % head.content_length))
-    elif head.upgrade:
-        # hop-by-hop, so dropped above: the upgrade is asked for again, by us, on this hop
-        headers.append((b"connection", b"upgrade"))
-        headers.append((b"upgrade", head.upgrade))
     target = path + "?" + head.query if head.query else path
-    lines = [b"%s %s HTTP/1.1\r\nhost: %s" % (head.method.encode(), target.encode("latin-1"), host)]
-    lines.extend(map(b": ".join, headers))
+    return UpstreamRequest(head.method.encode(), target.encode("latin-1"), host, headers, head.chunked,
+                           head.content_length, head.upgrade)
+
+
+def http1_head(request: UpstreamRequest) -> bytes:
+    """The HTTP/1.1 request head: request line, Host, the headers, then our framing."""
+    lines = [b"%s %s HTTP/1.1\r\nhost: %s" % (request.method, request.target, request.host)]
+    lines.extend(map(b": ".join, request.headers))
+    if request.chunked:
+        lines.append(b"transfer-encoding: chunked")
+    elif request.content_length is not None:
+        lines.append(b"content-length: %d" % request.content_length)
+    elif request.upgrade:
+        # hop-by-hop, so dropped above: the upgrade is asked for again, by us, on this hop
+        lines.append(b"connection: upgrade")
+        lines.append(b"upgrade: " + request.upgrade)
     lines.append(b"\r\n")
     return b"\r\n".join(lines)
 
@@ -142,6 +172,17 @@ def end_to_end(ex: Exchange, headers: Headers) -> Headers:
     if ex.cors_headers:
         out = replace_headers(out, ex.cors_headers)
     return out
+
+
+def trailer_fields(trailers: Headers) -> Headers:
+    """The upstream's trailer fields the client gets: none that frames or routes a message
+    (hop-by-hop, framing, Host; RFC 9110 §6.5.1), no pseudo-header."""
+    return [t for t in trailers if t[0] not in http.HOP_BY_HOP and t[0] != b"host" and t[0][:1] != b":"]
+
+
+def encode_trailers(trailers: Headers) -> bytes:
+    """The last chunk of a chunked HTTP/1.1 body with its trailer section."""
+    return b"0\r\n" + b"".join(b"%s: %s\r\n" % t for t in trailers) + b"\r\n"
 
 
 def replace_headers(headers: Headers, new: Headers) -> Headers:

@@ -18,7 +18,7 @@ from ..errors import UpstreamConnectError, UpstreamOverflow, UpstreamReset
 from . import tls
 from .compile import CompiledDestination
 from .limits import Limits
-from .upstream import PoolKey, UpstreamConnection
+from .upstream import PoolKey, Upstream, UpstreamConnection
 
 log = logging.getLogger("pyproxy.pool")
 
@@ -126,11 +126,12 @@ class Pool:
                 return got, True
             # handed a connection that closed before this task ran; its slot was freed then
 
-    def release(self, conn: UpstreamConnection) -> None:
+    def release(self, conn: Upstream) -> None:
         """Return a connection whose exchange finished cleanly and that may be reused: to the
         oldest waiter of its key, else to the idle list."""
         if conn.closed:
             return
+        assert isinstance(conn, UpstreamConnection)
         slots = self._slots[conn.key]
         if slots.waiters:
             waiter = _next_waiter(slots)
