@@ -1,5 +1,6 @@
-"""The heads the proxy writes, without I/O: the request sent upstream and the response head
-sent to the client (the other half of the framing layer; ``framing.py`` reads)."""
+"""The heads the proxy writes, without I/O: the request sent upstream (as an HTTP/1.1 head or
+an HTTP/2 header list) and the response head sent to the client (the other half of the
+framing layer; ``framing.py`` reads)."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -24,16 +25,17 @@ def _external(name: bytes) -> bool:
 class UpstreamRequest:
     """The request as it goes upstream, computed once per exchange by ``upstream_request``,
     before any protocol's framing: an HTTP/1.1 connection writes ``http1_head`` (built on first
-    use and kept, for retries and mirrors).
+    use and kept, for retries and mirrors), an HTTP/2 stream sends ``http2_headers``.
 
     ``headers`` are the end-to-end headers (no Host, no framing); ``chunked`` and
     ``content_length`` say how the body is framed on HTTP/1.1 (neither: no body); ``upgrade``
-    is the protocol an HTTP/1.1 upgrade asks for."""
+    is the protocol an HTTP/1.1 upgrade asks for; ``trailers`` whether the client said it
+    accepts trailers (``TE: trailers``, which HTTP/2 carries end to end: gRPC needs it)."""
 
-    __slots__ = ("method", "target", "host", "headers", "chunked", "content_length", "upgrade", "h1")
+    __slots__ = ("method", "target", "host", "headers", "chunked", "content_length", "upgrade", "trailers", "h1")
 
     def __init__(self, method: bytes, target: bytes, host: bytes, headers: Headers, chunked: bool,
-                 content_length: int | None, upgrade: bytes) -> None:
+                 content_length: int | None, upgrade: bytes, trailers: bool) -> None:
         self.method = method
         self.target = target
         self.host = host
@@ -41,6 +43,7 @@ class UpstreamRequest:
         self.chunked = chunked
         self.content_length = content_length
         self.upgrade = upgrade
+        self.trailers = trailers
         self.h1: bytes | None = None
 
 
@@ -50,16 +53,19 @@ def upstream_request(ex: Exchange, route: CompiledRoute, backend: CompiledBacken
     every header the client named in ``Connection``); ``x-forwarded-for`` (and
     ``x-forwarded-host`` on a Host rewrite) merged from all the client's lines into one with
     our value appended last; then the route's and the backend's filters. The framing is the
-    connection's (``http1_head``)."""
+    connection's (``http1_head``, ``http2_headers``)."""
     head = ex.head
     tokens = http.connection_tokens(head.headers)
     owned = http.REQUEST_OWNED
     headers: Headers = []
     forwarded_for: list[bytes] = []
     forwarded_host: list[bytes] = []
+    trailers = False
     for h in head.headers:
         name = h[0]
         if name in owned or name in tokens or _external(name):
+            if name == b"te":
+                trailers = b"trailers" in h[1].lower()
             continue
         if name == b"x-forwarded-for":
             forwarded_for.append(h[1])
@@ -88,7 +94,7 @@ def upstream_request(ex: Exchange, route: CompiledRoute, backend: CompiledBacken
         headers = backend.request_headers.apply(headers)
     target = path + "?" + head.query if head.query else path
     return UpstreamRequest(head.method.encode(), target.encode("latin-1"), host, headers, head.chunked,
-                           head.content_length, head.upgrade)
+                           head.content_length, head.upgrade, trailers)
 
 
 def http1_head(request: UpstreamRequest) -> bytes:
@@ -105,6 +111,20 @@ def http1_head(request: UpstreamRequest) -> bytes:
         lines.append(b"upgrade: " + request.upgrade)
     lines.append(b"\r\n")
     return b"\r\n".join(lines)
+
+
+def http2_headers(request: UpstreamRequest, scheme: bytes) -> Headers:
+    """The HTTP/2 request header list: the pseudo-headers (Host as ``:authority``), the
+    headers, the Content-Length when known, and ``te: trailers`` when the client sent it. An
+    upgrade is not asked for (HTTP/2 has no Upgrade): the request goes as a plain one."""
+    out = [(b":method", request.method), (b":scheme", scheme), (b":authority", request.host),
+           (b":path", request.target)]
+    out.extend(request.headers)
+    if request.content_length is not None:
+        out.append((b"content-length", b"%d" % request.content_length))
+    if request.trailers:
+        out.append((b"te", b"trailers"))
+    return out
 
 
 def response_head(ex: Exchange, status: int, reason: bytes, headers: Headers, close: bool) -> tuple[bytes, bool]:

@@ -387,13 +387,15 @@ class Forwarder:
         if self.done:
             return
         stale = (
-            isinstance(error, errors.UpstreamReset) and self.reused and not self.retried
-            and not self.ex.response_started and not self.ex.bytes_received
-            and self.ex.head.method in http.IDEMPOTENT and self.route.retry is None
+            isinstance(error, errors.UpstreamReset) and not self.retried and not self.ex.response_started
+            and not self.ex.bytes_received and self.route.retry is None
+            and (isinstance(error, errors.UpstreamRefused)
+                 or (self.reused and self.ex.head.method in http.IDEMPOTENT))
         )
         if stale:
             # The stale keep-alive race: the pooled connection died before our request reached
-            # the upstream. Nothing was consumed, so one fresh connection is safe to try.
+            # the upstream; or an HTTP/2 upstream refused the stream (it was never processed).
+            # Nothing was consumed, so one fresh connection is safe to try.
             self._drop_attempt()
             self.retried = True
             self._dispatch(fresh=True)

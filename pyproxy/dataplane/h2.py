@@ -44,6 +44,7 @@ from .encode import end_to_end, upstream_request
 from .exchange import Exchange, access_entry, request_id
 from .forward import Forwarder
 from .framing import RequestHead, validate
+from .h2flow import send_within_window
 from .states import Ev, Req, Resp
 
 if TYPE_CHECKING:
@@ -409,19 +410,7 @@ class H2Protocol(asyncio.Protocol):
                 self._finish(stream)
                 return
         try:
-            while stream.out:
-                window = min(conn.local_flow_control_window(sid), conn.max_outbound_frame_size)
-                if window <= 0:
-                    break
-                data = stream.out[0]
-                if len(data) > window:
-                    conn.send_data(sid, data[:window])
-                    stream.out[0] = data[window:]
-                    stream.out_size -= window
-                else:
-                    conn.send_data(sid, data)
-                    stream.out.pop(0)
-                    stream.out_size -= len(data)
+            stream.out_size -= send_within_window(conn, sid, stream.out)
             if stream.ending and not stream.out:
                 if stream.trailers is not None:
                     self.send_headers(sid, stream.trailers, end=True)

@@ -2,9 +2,9 @@
 parser. Parser callbacks only build state and hand each piece to the current ``sink`` (the
 downstream exchange), which writes it on; nothing here awaits.
 
-``Upstream`` is what forwarding sees of the way to the upstream (this module's HTTP/1.1
-``UpstreamConnection``): the forwarder hands it the request and raw body bytes, the framing
-is the connection's.
+``Upstream`` is what forwarding sees of the way to the upstream: this module's HTTP/1.1
+``UpstreamConnection``, or a stream of a shared HTTP/2 connection (``upstream_h2``); the
+forwarder does not know which protocol the upstream speaks.
 """
 from __future__ import annotations
 
@@ -46,6 +46,7 @@ class PoolKey(NamedTuple):
     unix: bool
     ssl_context: ssl.SSLContext | None
     sni: str | None
+    http2: bool = False  # the destination speaks HTTP/2 (over TLS: if the server selects it)
 
 
 class ResponseSink(TypingProtocol):
@@ -76,8 +77,8 @@ class ResponseSink(TypingProtocol):
 
 class Upstream(TypingProtocol):
     """One request's way upstream, as forwarding and mirrors use it: an HTTP/1.1
-    ``UpstreamConnection``. Body pieces are raw bytes: the framing (chunked) is the
-    connection's."""
+    ``UpstreamConnection``, or an ``upstream_h2.H2Stream`` of a shared HTTP/2 connection.
+    Body pieces are raw bytes: the framing (chunked, DATA frames) is the connection's."""
 
     key: PoolKey
 
