@@ -38,6 +38,7 @@ import h2.settings
 
 from .. import errors
 from ..errors import ProxyError
+from . import grpc
 from .context import Context
 from .decide import decide
 from .encode import end_to_end, upstream_request
@@ -435,15 +436,20 @@ class H2Protocol(asyncio.Protocol):
 
     def local(self, stream: Stream, status: int, body: bytes = b"", headers: list[tuple[bytes, bytes]] | None = None,
               *, flags: str = "-", details: str = "") -> None:
-        """The proxy's own answer on a stream (the one local-reply path of HTTP/2)."""
+        """The proxy's own answer on a stream (the one local-reply path of HTTP/2); to a gRPC
+        call, a gRPC status in one HEADERS frame (``grpc.py``)."""
         ex = stream.ex
         ex.advance(Ev.LOCAL)
+        if grpc.is_grpc(ex.head.headers):
+            out = [(b":status", b"200"), *grpc.status_headers(status, body)]
+            status, body = 200, b""
+        else:
+            out = [(b":status", b"%d" % status), (b"content-length", b"%d" % len(body))]
+            if body:
+                out.append((b"content-type", b"text/plain"))
         ex.status = status
         ex.flags = flags
         ex.details = details
-        out = [(b":status", b"%d" % status), (b"content-length", b"%d" % len(body))]
-        if body:
-            out.append((b"content-type", b"text/plain"))
         if headers:
             out.extend(headers)
         if ex.cors_headers:

@@ -26,7 +26,7 @@ from typing import cast
 from .. import errors
 from ..errors import ProxyError
 from ..observe import describe
-from . import http, tls
+from . import grpc, http, tls
 from .context import Context
 from .decide import decide
 from .encode import encode_trailers, response_head, upstream_request
@@ -516,8 +516,12 @@ class HttpProtocol(asyncio.Protocol):
     def _local(self, ex: Exchange, status: int, body: bytes = b"", headers: list[tuple[bytes, bytes]] | None = None,
                *, flags: str = "-", details: str = "", close: bool = False) -> None:
         """Write an answer of the proxy's own (an error, a redirect, a direct response, a
-        CORS preflight) and its access-log line. Fixed bodies; request bytes never echoed."""
+        CORS preflight) and its access-log line. Fixed bodies; request bytes never echoed.
+        To a gRPC call, a gRPC status (``grpc.py``): 200 with the status in the head."""
         ex.advance(Ev.LOCAL)
+        if grpc.is_grpc(ex.head.headers):
+            headers = grpc.status_headers(status, body) + (headers or [])
+            status, body = 200, b""
         ex.status = status
         ex.flags = flags
         ex.details = details
