@@ -161,10 +161,9 @@ class Pool:
         connection (whose room goes to the waiters)."""
         if conn.closed:
             return
-        if type(conn) is H2Stream:
-            conn.close()
+        if type(conn) is not UpstreamConnection:
+            conn.close()  # a stream: it goes back to its shared connection
             return
-        assert isinstance(conn, UpstreamConnection)
         slots = self._slots[conn.key]
         if slots.waiters:
             waiter = _next_waiter(slots)
