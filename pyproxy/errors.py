@@ -164,8 +164,26 @@ class UpstreamReset(ProxyError):
     body = "upstream connect error or disconnect/reset before headers. reset reason: connection termination"
 
 
+class UpstreamStreamReset(UpstreamReset):
+    """An HTTP/2 upstream reset the stream before the response headers (Envoy UR): answered
+    and retried as a connection reset on HTTP/1.1 is."""
+
+    flags = "UR"
+    details = "upstream_reset_before_response_started{remote_reset}"
+    body = "upstream connect error or disconnect/reset before headers. reset reason: remote reset"
+
+
+class UpstreamRefused(UpstreamReset):
+    """An HTTP/2 upstream refused the stream (RST_STREAM REFUSED_STREAM, or a GOAWAY whose
+    last stream id is below it): it was never processed, so it is safe to send again."""
+
+    flags = "UR"
+    details = "upstream_reset_before_response_started{remote_refused_stream_reset}"
+    body = "upstream connect error or disconnect/reset before headers. reset reason: remote refused stream reset"
+
+
 class UpstreamProtocolError(ProxyError):
-    """The upstream sent something that is not valid HTTP/1.1 (Envoy UPE)."""
+    """The upstream sent something that is not valid HTTP/1.1 or HTTP/2 (Envoy UPE)."""
 
     status = 502
     flags = "UPE"

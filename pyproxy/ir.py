@@ -135,13 +135,19 @@ class DnsSettings:
 
 @dataclass(frozen=True, slots=True)
 class Destination:
-    """A set of endpoints and how to talk to them (an Envoy cluster)."""
+    """A set of endpoints and how to talk to them (an Envoy cluster).
+
+    ``http2``: the endpoints speak HTTP/2 (an Envoy cluster with HTTP/2 protocol options).
+    In clear it is spoken with prior knowledge; over TLS, ALPN offers ``h2`` and
+    ``http/1.1`` and the protocol the server selects is spoken (HTTP/1.1 when it selects
+    none). Otherwise the endpoints are spoken to in HTTP/1.1 (ALPN ``http/1.1`` over TLS)."""
 
     name: str
     endpoints: tuple[Endpoint, ...]
     tls: UpstreamTLS | None = None
     dns: DnsSettings = field(default_factory=DnsSettings)
     connect_timeout: float = DEFAULT_CONNECT_TIMEOUT
+    http2: bool = False
 
 
 @dataclass(frozen=True, slots=True)

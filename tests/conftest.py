@@ -12,6 +12,7 @@ import uvloop
 from pyproxy import ir
 from pyproxy.runtime import Runtime, Settings
 from pyproxy.translate.status import Result
+from tests.helpers.h2server import H2Upstream
 from tests.helpers.http import Upstream
 from tests.helpers.scripted import ScriptedUpstream
 
@@ -76,6 +77,21 @@ async def scripted():
         await up.stop()
 
 
+@pytest.fixture
+async def h2_upstream():
+    """``await h2_upstream(script, ...)`` starts a scripted HTTP/2 upstream, stopped after the test."""
+    started = []
+
+    async def start(script, max_streams: int | None = None, ssl_context: ssl.SSLContext | None = None) -> H2Upstream:
+        up = await H2Upstream(script, max_streams=max_streams).start(ssl_context)
+        started.append(up)
+        return up
+
+    yield start
+    for up in started:
+        await up.stop()
+
+
 @asynccontextmanager
 async def serve_ir(config: ir.Config, **settings):
     """Run the data plane on ``config`` (listeners should use port 0); yields the Runtime,
@@ -105,5 +121,5 @@ def forward(name: str, *destinations: ir.Destination, match: ir.Match | None = N
 
 
 def destination(port: int, host: str = "127.0.0.1", kind: str = "ip", tls: ir.UpstreamTLS | None = None,
-                name: str = "backend/default/test") -> ir.Destination:
-    return ir.Destination(name=name, endpoints=(ir.Endpoint(kind, host, port),), tls=tls)
+                name: str = "backend/default/test", http2: bool = False) -> ir.Destination:
+    return ir.Destination(name=name, endpoints=(ir.Endpoint(kind, host, port),), tls=tls, http2=http2)

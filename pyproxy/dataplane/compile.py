@@ -37,7 +37,8 @@ class CompiledDestination:
     at pick time, so a refreshed answer is used by the next request. ``stats`` are the
     runtime's counters of this destination's name (they outlive the snapshot)."""
 
-    __slots__ = ("name", "endpoints", "tls", "ssl_context", "connect_timeout", "_rr", "_static", "fqdns", "stats")
+    __slots__ = ("name", "endpoints", "tls", "ssl_context", "connect_timeout", "_rr", "_static", "fqdns", "stats",
+                 "http2")
 
     def __init__(self, dest: ir.Destination, ssl_context: ssl.SSLContext | None, stats: ClusterStats) -> None:
         self.name = dest.name
@@ -46,6 +47,7 @@ class CompiledDestination:
         self.tls = dest.tls
         self.ssl_context = ssl_context
         self.connect_timeout = dest.connect_timeout
+        self.http2 = dest.http2
         self._rr = itertools.count()
         self.fqdns = tuple(e for e in dest.endpoints if e.kind == "fqdn")
         self._static = tuple((e.host, e.port, e.kind == "unix") for e in dest.endpoints if e.kind != "fqdn")
@@ -211,7 +213,7 @@ async def compile_config(config: ir.Config, stats: Stats) -> Snapshot:
     dns_names: dict[str, float | None] = {}
     for name, dest in _destinations(config).items():
         try:
-            ctx = await loop.run_in_executor(None, tls.client_context, dest.tls) if dest.tls else None
+            ctx = await loop.run_in_executor(None, tls.client_context, dest.tls, dest.http2) if dest.tls else None
             destinations[name] = CompiledDestination(dest, ctx, stats.cluster(name))
         except Exception:
             log.exception("bug: destination %s failed to compile; its backendRefs answer 500", name)

@@ -1,5 +1,6 @@
-"""The heads the proxy writes, without I/O: the request head sent upstream and the response
-head sent to the client (the other half of the framing layer; ``framing.py`` reads)."""
+"""The heads the proxy writes, without I/O: the request sent upstream (as an HTTP/1.1 head or
+an HTTP/2 header list) and the response head sent to the client (the other half of the
+framing layer; ``framing.py`` reads)."""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
@@ -21,21 +22,50 @@ def _external(name: bytes) -> bool:
     return name.startswith(b"x-envoy-") or name == b"x-forwarded-client-cert"
 
 
-def upstream_head(ex: Exchange, route: CompiledRoute, backend: CompiledBackend, peer: bytes, scheme: bytes,
-                  request_id: bytes) -> bytes:
-    """The request head sent upstream: hop-by-hop, framing and proxy-owned headers dropped
-    (also every header the client named in ``Connection``); ``x-forwarded-for`` (and
+class UpstreamRequest:
+    """The request as it goes upstream, computed once per exchange by ``upstream_request``,
+    before any protocol's framing: an HTTP/1.1 connection writes ``http1_head`` (built on first
+    use and kept, for retries and mirrors), an HTTP/2 stream sends ``http2_headers``.
+
+    ``headers`` are the end-to-end headers (no Host, no framing); ``chunked`` and
+    ``content_length`` say how the body is framed on HTTP/1.1 (neither: no body); ``upgrade``
+    is the protocol an HTTP/1.1 upgrade asks for; ``trailers`` whether the client said it
+    accepts trailers (``TE: trailers``, which HTTP/2 carries end to end: gRPC needs it)."""
+
+    __slots__ = ("method", "target", "host", "headers", "chunked", "content_length", "upgrade", "trailers", "h1")
+
+    def __init__(self, method: bytes, target: bytes, host: bytes, headers: Headers, chunked: bool,
+                 content_length: int | None, upgrade: bytes, trailers: bool) -> None:
+        self.method = method
+        self.target = target
+        self.host = host
+        self.headers = headers
+        self.chunked = chunked
+        self.content_length = content_length
+        self.upgrade = upgrade
+        self.trailers = trailers
+        self.h1: bytes | None = None
+
+
+def upstream_request(ex: Exchange, route: CompiledRoute, backend: CompiledBackend, peer: bytes, scheme: bytes,
+                     request_id: bytes) -> UpstreamRequest:
+    """The request sent upstream: hop-by-hop, framing and proxy-owned headers dropped (also
+    every header the client named in ``Connection``); ``x-forwarded-for`` (and
     ``x-forwarded-host`` on a Host rewrite) merged from all the client's lines into one with
-    our value appended last; then the route's and the backend's filters; then our framing."""
+    our value appended last; then the route's and the backend's filters. The framing is the
+    connection's (``http1_head``, ``http2_headers``)."""
     head = ex.head
     tokens = http.connection_tokens(head.headers)
     owned = http.REQUEST_OWNED
     headers: Headers = []
     forwarded_for: list[bytes] = []
     forwarded_host: list[bytes] = []
+    trailers = False
     for h in head.headers:
         name = h[0]
         if name in owned or name in tokens or _external(name):
+            if name == b"te":
+                trailers = b"trailers" in h[1].lower()
             continue
         if name == b"x-forwarded-for":
             forwarded_for.append(h[1])
@@ -62,19 +92,39 @@ def upstream_head(ex: Exchange, route: CompiledRoute, backend: CompiledBackend, 
         headers = route.request_headers.apply(headers)
     if backend.request_headers is not None:
         headers = backend.request_headers.apply(headers)
-    if head.chunked:
-        headers.append((b"transfer-encoding", b"chunked"))
-    elif head.content_length is not None:
-        headers.append((b"content-length", b"%d" % head.content_length))
-    elif head.upgrade:
-        # hop-by-hop, so dropped above: the upgrade is asked for again, by us, on this hop
-        headers.append((b"connection", b"upgrade"))
-        headers.append((b"upgrade", head.upgrade))
     target = path + "?" + head.query if head.query else path
-    lines = [b"%s %s HTTP/1.1\r\nhost: %s" % (head.method.encode(), target.encode("latin-1"), host)]
-    lines.extend(map(b": ".join, headers))
+    return UpstreamRequest(head.method.encode(), target.encode("latin-1"), host, headers, head.chunked,
+                           head.content_length, head.upgrade, trailers)
+
+
+def http1_head(request: UpstreamRequest) -> bytes:
+    """The HTTP/1.1 request head: request line, Host, the headers, then our framing."""
+    lines = [b"%s %s HTTP/1.1\r\nhost: %s" % (request.method, request.target, request.host)]
+    lines.extend(map(b": ".join, request.headers))
+    if request.chunked:
+        lines.append(b"transfer-encoding: chunked")
+    elif request.content_length is not None:
+        lines.append(b"content-length: %d" % request.content_length)
+    elif request.upgrade:
+        # hop-by-hop, so dropped above: the upgrade is asked for again, by us, on this hop
+        lines.append(b"connection: upgrade")
+        lines.append(b"upgrade: " + request.upgrade)
     lines.append(b"\r\n")
     return b"\r\n".join(lines)
+
+
+def http2_headers(request: UpstreamRequest, scheme: bytes) -> Headers:
+    """The HTTP/2 request header list: the pseudo-headers (Host as ``:authority``), the
+    headers, the Content-Length when known, and ``te: trailers`` when the client sent it. An
+    upgrade is not asked for (HTTP/2 has no Upgrade): the request goes as a plain one."""
+    out = [(b":method", request.method), (b":scheme", scheme), (b":authority", request.host),
+           (b":path", request.target)]
+    out.extend(request.headers)
+    if request.content_length is not None:
+        out.append((b"content-length", b"%d" % request.content_length))
+    if request.trailers:
+        out.append((b"te", b"trailers"))
+    return out
 
 
 def response_head(ex: Exchange, status: int, reason: bytes, headers: Headers, close: bool) -> tuple[bytes, bool]:
@@ -142,6 +192,17 @@ def end_to_end(ex: Exchange, headers: Headers) -> Headers:
     if ex.cors_headers:
         out = replace_headers(out, ex.cors_headers)
     return out
+
+
+def trailer_fields(trailers: Headers) -> Headers:
+    """The upstream's trailer fields the client gets: none that frames or routes a message
+    (hop-by-hop, framing, Host; RFC 9110 §6.5.1), no pseudo-header."""
+    return [t for t in trailers if t[0] not in http.HOP_BY_HOP and t[0] != b"host" and t[0][:1] != b":"]
+
+
+def encode_trailers(trailers: Headers) -> bytes:
+    """The last chunk of a chunked HTTP/1.1 body with its trailer section."""
+    return b"0\r\n" + b"".join(b"%s: %s\r\n" % t for t in trailers) + b"\r\n"
 
 
 def replace_headers(headers: Headers, new: Headers) -> Headers:

@@ -20,8 +20,9 @@ from ..errors import ProxyError
 from ..stats import HostStats, Target
 from . import http
 from .context import Context
+from .encode import UpstreamRequest, trailer_fields
 from .exchange import Exchange
-from .upstream import UpstreamConnection
+from .upstream import Upstream, UpstreamConnection
 
 if TYPE_CHECKING:
     from .compile import CompiledBackend, CompiledDestination, CompiledRoute
@@ -43,6 +44,9 @@ class Downstream(Protocol):
     def send_head(self, ex: Exchange, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> None: ...
 
     def send_body(self, ex: Exchange, data: bytes) -> None: ...
+
+    def send_trailers(self, ex: Exchange, trailers: list[tuple[bytes, bytes]]) -> None:
+        """The response's trailer fields; ``end`` follows."""
 
     def end(self, ex: Exchange) -> None:
         """The response is complete."""
@@ -73,14 +77,14 @@ class Forwarder:
     every upstream status and the status of each failure answered before the response began
     (``rq_xx``, as Envoy charges resets 503 and timeouts 504), timeouts and retries."""
 
-    __slots__ = ("down", "ex", "ctx", "route", "backend", "dest", "head", "conn", "reused", "task", "timer",
+    __slots__ = ("down", "ex", "ctx", "route", "backend", "dest", "request", "conn", "reused", "task", "timer",
                  "try_timer", "request_done", "retries_left", "replay", "replay_size", "discarding", "retried",
                  "mirrors", "body", "body_size", "done", "host", "sent_at")
 
     host: HostStats  # the current attempt's upstream address; set by _attach together with conn
 
     def __init__(self, down: Downstream, ex: Exchange, route: CompiledRoute, backend: CompiledBackend,
-                 head: bytes) -> None:
+                 request: UpstreamRequest) -> None:
         self.down = down
         self.ex = ex
         self.ctx = down.ctx
@@ -89,8 +93,8 @@ class Forwarder:
         dest = backend.destination
         assert dest is not None
         self.dest: CompiledDestination = dest
-        self.head = head
-        self.conn: UpstreamConnection | None = None
+        self.request = request
+        self.conn: Upstream | None = None
         self.reused = False
         self.task: asyncio.Task | None = None
         self.timer: asyncio.TimerHandle | None = None  # the overall deadline (timeouts.request)
@@ -132,7 +136,7 @@ class Forwarder:
                 self.replay.append(data)
         conn = self.conn
         if conn is not None:
-            conn.send_body((b"%x\r\n" % len(data), data, b"\r\n") if self.ex.head.chunked else (data,))
+            conn.send_body((data,))
             return
         self.body.append(data)
         self.body_size += len(data)
@@ -143,8 +147,7 @@ class Forwarder:
         self.request_done = True
         conn = self.conn
         if conn is not None:
-            if self.ex.head.chunked:
-                conn.send_body((b"0\r\n\r\n",))
+            conn.end_body()
             self._start_try_timer()
         limit = self.route.timeouts.request
         if limit is not None and self.timer is None:
@@ -167,11 +170,8 @@ class Forwarder:
     def pause_reading(self, paused: bool) -> None:
         """The client's write buffer filled (or drained): stop (resume) reading the upstream."""
         conn = self.conn
-        if conn is not None and not conn.closed:
-            if paused:
-                conn.transport.pause_reading()
-            else:
-                conn.transport.resume_reading()
+        if conn is not None:
+            conn.pause_response(paused)
 
     # ------------------------------------------------------------------ endpoints and connections
 
@@ -221,7 +221,7 @@ class Forwarder:
         self.ex.upstream_addr = target[0] if target[2] else f"{target[0]}:{target[1]}"
         return target
 
-    def _attach(self, conn: UpstreamConnection, reused: bool, target: Target) -> None:
+    def _attach(self, conn: Upstream, reused: bool, target: Target) -> None:
         """Send the request head and any body buffered so far on ``conn`` (to ``target``)."""
         self.conn = conn
         self.reused = reused
@@ -229,18 +229,17 @@ class Forwarder:
         host.rq_total += 1
         host.rq_active += 1
         self.sent_at = time.monotonic()
-        conn.start(self, self.head, self.ex.head.method == "HEAD", bool(self.ex.head.upgrade))
+        conn.start(self, self.request, self.ex.head.method == "HEAD", bool(self.ex.head.upgrade))
         body = self.body
         if body:
             self.body = []
             self.body_size = 0
-            conn.send_body([b"%x\r\n%s\r\n" % (len(b), b) for b in body] if self.ex.head.chunked else body)
+            conn.send_body(body)
         if self.request_done:
-            if self.ex.head.chunked:
-                conn.send_body((b"0\r\n\r\n",))
+            conn.end_body()
             self._start_try_timer()
         if self.down.write_paused:
-            conn.transport.pause_reading()
+            conn.pause_response(True)
         if body:
             self.down.pause_request(False)  # what was held for want of a connection is sent
 
@@ -317,11 +316,9 @@ class Forwarder:
             log.debug("request body too large to mirror")
             return
         body = list(self.replay)
-        if self.ex.head.chunked:
-            body = [b"%x\r\n%s\r\n" % (len(c), c) for c in body] + [b"0\r\n\r\n"]
         submit = self.ctx.mirrors.submit
         for dest in mirrors:
-            submit(dest, self.head, body, self.ex.head.method == "HEAD")
+            submit(dest, self.request, body, self.ex.head.method == "HEAD")
 
     # ------------------------------------------------------------------ ResponseSink (upstream callbacks)
 
@@ -352,6 +349,12 @@ class Forwarder:
         if not self.discarding:
             self.down.send_body(self.ex, data)
 
+    def response_trailers(self, trailers: list[tuple[bytes, bytes]]) -> None:
+        if not self.discarding:
+            trailers = trailer_fields(trailers)
+            if trailers:
+                self.down.send_trailers(self.ex, trailers)
+
     def flush(self) -> None:
         self.down.flush()
 
@@ -373,7 +376,7 @@ class Forwarder:
         if conn is not None:
             if reusable and self.request_done:
                 if self.down.write_paused:
-                    conn.transport.resume_reading()  # paused for this client, not for its next user
+                    conn.pause_response(False)  # paused for this client, not for its next user
                 self.ctx.pool.release(conn)
             else:
                 conn.close()
@@ -384,13 +387,15 @@ class Forwarder:
         if self.done:
             return
         stale = (
-            isinstance(error, errors.UpstreamReset) and self.reused and not self.retried
-            and not self.ex.response_started and not self.ex.bytes_received
-            and self.ex.head.method in http.IDEMPOTENT and self.route.retry is None
+            isinstance(error, errors.UpstreamReset) and not self.retried and not self.ex.response_started
+            and not self.ex.bytes_received and self.route.retry is None
+            and (isinstance(error, errors.UpstreamRefused)
+                 or (self.reused and self.ex.head.method in http.IDEMPOTENT))
         )
         if stale:
             # The stale keep-alive race: the pooled connection died before our request reached
-            # the upstream. Nothing was consumed, so one fresh connection is safe to try.
+            # the upstream; or an HTTP/2 upstream refused the stream (it was never processed).
+            # Nothing was consumed, so one fresh connection is safe to try.
             self._drop_attempt()
             self.retried = True
             self._dispatch(fresh=True)

@@ -38,12 +38,14 @@ import h2.settings
 
 from .. import errors
 from ..errors import ProxyError
+from . import grpc
 from .context import Context
 from .decide import decide
-from .encode import end_to_end, upstream_head
+from .encode import end_to_end, upstream_request
 from .exchange import Exchange, access_entry, request_id
 from .forward import Forwarder
 from .framing import RequestHead, validate
+from .h2flow import send_within_window
 from .states import Ev, Req, Resp
 
 if TYPE_CHECKING:
@@ -61,8 +63,8 @@ MAX_FRAME = 16384
 class Stream:
     """One request/response exchange on the connection; the forwarder's ``Downstream``."""
 
-    __slots__ = ("owner", "id", "ex", "ctx", "loop", "write_paused", "out", "out_size", "ending", "acks",
-                 "request_paused", "opened", "progress", "progress_seen", "progress_at")
+    __slots__ = ("owner", "id", "ex", "ctx", "loop", "write_paused", "head", "out", "out_size", "trailers", "ending",
+                 "acks", "request_paused", "opened", "progress", "progress_seen", "progress_at")
 
     def __init__(self, owner: H2Protocol, stream_id: int, ex: Exchange) -> None:
         self.owner = owner
@@ -71,8 +73,10 @@ class Stream:
         self.ctx = owner.ctx
         self.loop = owner.loop
         self.write_paused = False  # the response waits for the client's window: read no more upstream
+        self.head: list[tuple[bytes, bytes]] | None = None  # the response head, until the upstream read ends
         self.out: list[bytes] = []  # response body bytes the windows do not take yet
         self.out_size = 0
+        self.trailers: list[tuple[bytes, bytes]] | None = None  # sent as the last HEADERS frame
         self.ending = False  # the response is complete once ``out`` is sent
         self.acks = 0  # request body bytes received but not acknowledged (held back)
         self.request_paused = False
@@ -92,7 +96,9 @@ class Stream:
         for name, value in headers:
             if name == b"content-length":
                 out.append((b"content-length", value))
-        self.owner.send_headers(self.id, out, end=False)
+        # held until the body, the end or the end of the upstream read: a response that ends
+        # with its head (gRPC's trailers-only answer) then leaves as one HEADERS frame
+        self.head = out
 
     def send_body(self, ex: Exchange, data: bytes) -> None:
         self.progress += 1
@@ -102,6 +108,9 @@ class Stream:
         self.out.append(data)
         self.out_size += len(data)
         self.owner.pump(self)
+
+    def send_trailers(self, ex: Exchange, trailers: list[tuple[bytes, bytes]]) -> None:
+        self.trailers = trailers
 
     def end(self, ex: Exchange) -> None:
         self.ending = True
@@ -119,6 +128,8 @@ class Stream:
         self.owner.local(self, error.status, error.body.encode(), flags=error.flags, details=error.details)
 
     def flush(self) -> None:
+        if self.head is not None:
+            self.owner.pump(self)
         self.owner.flush()
 
     def pause_request(self, paused: bool) -> None:
@@ -298,9 +309,9 @@ class H2Protocol(asyncio.Protocol):
         route, backend = ex.route, ex.backend
         assert route is not None and backend is not None
         ex.request_id = request_id()
-        head_bytes = upstream_head(ex, route, backend, self.peer_b, self.scheme_b, ex.request_id.encode())
+        request = upstream_request(ex, route, backend, self.peer_b, self.scheme_b, ex.request_id.encode())
         ex.advance(Ev.FORWARD)
-        forwarder = ex.forwarder = Forwarder(stream, ex, route, backend, head_bytes)
+        forwarder = ex.forwarder = Forwarder(stream, ex, route, backend, request)
         forwarder.start(ended)
 
     def _data(self, stream_id: int, data: bytes, flow_controlled: int) -> None:
@@ -385,27 +396,27 @@ class H2Protocol(asyncio.Protocol):
                 self.reset(stream, h2.errors.ErrorCodes.INTERNAL_ERROR)
 
     def pump(self, stream: Stream) -> None:
-        """Send what the windows take of the stream's response; end it when all is out."""
+        """Send the stream's response head, what the windows take of its body, and end it
+        (with its trailers) when all is out."""
         if self.closed:
             return
         conn = self.conn
         sid = stream.id
+        head = stream.head
+        if head is not None:
+            stream.head = None
+            alone = stream.ending and not stream.out and stream.trailers is None
+            self.send_headers(sid, head, end=alone)
+            if alone or sid not in self.streams:
+                self._finish(stream)
+                return
         try:
-            while stream.out:
-                window = min(conn.local_flow_control_window(sid), conn.max_outbound_frame_size)
-                if window <= 0:
-                    break
-                data = stream.out[0]
-                if len(data) > window:
-                    conn.send_data(sid, data[:window])
-                    stream.out[0] = data[window:]
-                    stream.out_size -= window
-                else:
-                    conn.send_data(sid, data)
-                    stream.out.pop(0)
-                    stream.out_size -= len(data)
+            stream.out_size -= send_within_window(conn, sid, stream.out)
             if stream.ending and not stream.out:
-                conn.end_stream(sid)
+                if stream.trailers is not None:
+                    self.send_headers(sid, stream.trailers, end=True)
+                else:
+                    conn.end_stream(sid)
         except h2.exceptions.StreamClosedError:
             stream.out.clear()
             stream.out_size = 0
@@ -425,15 +436,20 @@ class H2Protocol(asyncio.Protocol):
 
     def local(self, stream: Stream, status: int, body: bytes = b"", headers: list[tuple[bytes, bytes]] | None = None,
               *, flags: str = "-", details: str = "") -> None:
-        """The proxy's own answer on a stream (the one local-reply path of HTTP/2)."""
+        """The proxy's own answer on a stream (the one local-reply path of HTTP/2); to a gRPC
+        call, a gRPC status in one HEADERS frame (``grpc.py``)."""
         ex = stream.ex
         ex.advance(Ev.LOCAL)
+        if grpc.is_grpc(ex.head.headers):
+            out = [(b":status", b"200"), *grpc.status_headers(status, body)]
+            status, body = 200, b""
+        else:
+            out = [(b":status", b"%d" % status), (b"content-length", b"%d" % len(body))]
+            if body:
+                out.append((b"content-type", b"text/plain"))
         ex.status = status
         ex.flags = flags
         ex.details = details
-        out = [(b":status", b"%d" % status), (b"content-length", b"%d" % len(body))]
-        if body:
-            out.append((b"content-type", b"text/plain"))
         if headers:
             out.extend(headers)
         if ex.cors_headers:

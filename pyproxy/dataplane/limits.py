@@ -59,6 +59,10 @@ class Limits:
     """Requests waiting for a connection to a key that is at ``pool_max_per_key``, each for
     at most its destination's connect timeout; over it 503 with flag ``UO`` (Envoy's
     ``max_pending_requests``)."""
+    upstream_max_streams: int = 100
+    """Requests carried at once by one HTTP/2 upstream connection (fewer when the server's
+    MAX_CONCURRENT_STREAMS says so); past it another connection is opened, within
+    ``pool_max_per_key``."""
     max_mirrors: int = 1024
     """Mirrored requests in flight at once; a mirror over it is dropped (the primary request
     never is), as is one whose upstream is at ``pool_max_per_key``."""

@@ -14,9 +14,10 @@ import logging
 from ..errors import ProxyError, UpstreamOverflow
 from .compile import CompiledDestination
 from .dns import Resolver
+from .encode import UpstreamRequest
 from .limits import Limits
 from .pool import Pool
-from .upstream import UpstreamConnection
+from .upstream import Upstream, UpstreamConnection
 
 log = logging.getLogger("pyproxy.mirror")
 
@@ -26,7 +27,7 @@ class _Discard:
 
     __slots__ = ("done", "pool", "conn")
 
-    def __init__(self, pool: Pool, conn: UpstreamConnection) -> None:
+    def __init__(self, pool: Pool, conn: Upstream) -> None:
         self.done = asyncio.get_running_loop().create_future()
         self.pool = pool
         self.conn = conn
@@ -35,6 +36,9 @@ class _Discard:
         pass
 
     def response_body(self, data) -> None:
+        pass
+
+    def response_trailers(self, trailers) -> None:
         pass
 
     def flush(self) -> None:
@@ -75,13 +79,14 @@ class Mirrors:
     def __repr__(self) -> str:
         return f"<Mirrors in flight {len(self._tasks)}, dropped {self.dropped}>"
 
-    def submit(self, dest: CompiledDestination, head: bytes, body: list[bytes], head_request: bool) -> bool:
-        """Start sending a copy (``body``: already framed pieces); False when it was dropped."""
+    def submit(self, dest: CompiledDestination, request: UpstreamRequest, body: list[bytes],
+               head_request: bool) -> bool:
+        """Start sending a copy (of the whole ``body``); False when it was dropped."""
         if len(self._tasks) >= self.limits.max_mirrors:
             self.dropped += 1
             log.debug("mirror to %s dropped: %d mirrors in flight", dest.name, len(self._tasks))
             return False
-        task = asyncio.get_running_loop().create_task(self._send(dest, head, body, head_request),
+        task = asyncio.get_running_loop().create_task(self._send(dest, request, body, head_request),
                                                       name="pyproxy-mirror")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -91,7 +96,8 @@ class Mirrors:
         for task in list(self._tasks):
             task.cancel()
 
-    async def _send(self, dest: CompiledDestination, head: bytes, body: list[bytes], head_request: bool) -> None:
+    async def _send(self, dest: CompiledDestination, request: UpstreamRequest, body: list[bytes],
+                    head_request: bool) -> None:
         """Send one copy and wait, within ``mirror_timeout`` from the start, for its response
         to end; a connection left mid-exchange (timeout, cancel) is aborted, not pooled."""
         sink: _Discard | None = None
@@ -103,9 +109,10 @@ class Mirrors:
                     return
                 conn, _ = await self.pool.acquire(dest, *dest.pick(addresses), wait=False)
                 sink = _Discard(self.pool, conn)
-                conn.start(sink, head, head_request)
+                conn.start(sink, request, head_request)
                 if body:
                     conn.send_body(body)
+                conn.end_body()
                 await sink.done
         except TimeoutError:
             log.debug("mirror to %s: no response within %ss", dest.name, self.limits.mirror_timeout)

@@ -1,11 +1,19 @@
-"""Keep-alive upstream connections, keyed by (address, port, unix, TLS settings, SNI), with
-Envoy's circuit breakers per key: at most ``Limits.pool_max_per_key`` connections and
-``Limits.pool_max_pending`` requests waiting for one.
+"""Keep-alive upstream connections, keyed by (address, port, unix, TLS settings, SNI,
+protocol), with Envoy's circuit breakers per key: at most ``Limits.pool_max_per_key``
+connections and ``Limits.pool_max_pending`` requests waiting for one.
+
+HTTP/1.1 connections carry one request at a time: a request takes an idle one or a new one.
+HTTP/2 connections (a destination with ``http2``) are shared: the pool hands out streams
+(``upstream_h2.H2Stream``), as many per connection as it has room for, and opens another
+connection only when every one is full; while one is being opened, further requests wait for
+it rather than each opening its own. Over TLS the server may select HTTP/1.1 instead (ALPN):
+that key's connections are then HTTP/1.1 ones.
 
 The bookkeeping (``_Slots``, one per key) is changed only by plain methods that decide
 synchronously, as httpcore's pool does; the only awaits are the connect itself and a waiter's
-future. The I/O lives in ``upstream.UpstreamConnection``; connecting (TCP + TLS + peer name
-check) happens here because it is what turns an address into a usable connection.
+future. The I/O lives in ``upstream.UpstreamConnection`` and ``upstream_h2``; connecting (TCP +
+TLS + peer name check) happens here because it is what turns an address into a usable
+connection.
 """
 from __future__ import annotations
 
@@ -18,7 +26,8 @@ from ..errors import UpstreamConnectError, UpstreamOverflow, UpstreamReset
 from . import tls
 from .compile import CompiledDestination
 from .limits import Limits
-from .upstream import PoolKey, UpstreamConnection
+from .upstream import PoolKey, Upstream, UpstreamConnection
+from .upstream_h2 import H2Stream, H2UpstreamConnection
 
 log = logging.getLogger("pyproxy.pool")
 
@@ -26,23 +35,30 @@ _CONNECT = object()
 """What a waiter is handed when a connection slot (not a connection) became free for it: the
 slot is already counted in ``connecting``, the waiter dials."""
 
+Connection = UpstreamConnection | H2UpstreamConnection
+
 
 _new_tuple = tuple.__new__
 
 
 class _Slots:
     """The bookkeeping of one key. ``open`` counts connections from a successful connect until
-    they close (busy or idle); ``idle`` holds the idle ones in release order (a dict for O(1)
-    removal when one closes); ``waiters`` are the requests queued at the limit, oldest first.
-    Whenever ``waiters`` is not empty, ``idle`` is (a released connection goes to a waiter)."""
+    they close (busy or idle); ``idle`` holds the idle HTTP/1.1 ones in release order (a dict
+    for O(1) removal when one closes); ``shared`` the HTTP/2 ones, oldest first; ``waiters``
+    are the requests queued at the limit (or for an HTTP/2 connection being opened), oldest
+    first. Whenever ``waiters`` is not empty, ``idle`` is (a released connection goes to a
+    waiter), and no shared connection has room (a stream goes to a waiter). ``single``: the
+    key's connections carry one request at a time (HTTP/1.1, or what the server selected)."""
 
-    __slots__ = ("open", "connecting", "idle", "waiters")
+    __slots__ = ("open", "connecting", "idle", "waiters", "shared", "single")
 
-    def __init__(self) -> None:
+    def __init__(self, single: bool) -> None:
         self.open = 0
         self.connecting = 0
         self.idle: dict[UpstreamConnection, None] = {}
         self.waiters: deque[asyncio.Future] = deque()
+        self.shared: dict[H2UpstreamConnection, None] = {}
+        self.single = single
 
     @property
     def total(self) -> int:
@@ -53,8 +69,11 @@ class _Slots:
         return not (self.open or self.connecting or self.waiters)
 
     def __repr__(self) -> str:
-        return (f"busy={self.open - len(self.idle)} idle={len(self.idle)} connecting={self.connecting} "
-                f"waiting={len(self.waiters)}")
+        text = (f"busy={self.open - len(self.idle) - len(self.shared)} idle={len(self.idle)} "
+                f"connecting={self.connecting} waiting={len(self.waiters)}")
+        if self.shared:
+            text += " streams=" + ",".join(str(len(conn.streams) + conn.reserved) for conn in self.shared)
+        return text
 
 
 class Pool:
@@ -76,24 +95,32 @@ class Pool:
     @staticmethod
     def key(dest: CompiledDestination, host: str, port: int, unix: bool) -> PoolKey:
         # tuple.__new__ directly: the NamedTuple's generated __new__ costs twice as much, per request
-        return _new_tuple(PoolKey, (host, port, unix, dest.ssl_context, dest.tls.sni if dest.tls else None))
+        return _new_tuple(PoolKey, (host, port, unix, dest.ssl_context, dest.tls.sni if dest.tls else None,
+                                    dest.http2))
 
-    def take(self, key: PoolKey) -> UpstreamConnection | None:
-        """An idle connection for ``key``, without waiting; None when there is none."""
+    def take(self, key: PoolKey) -> Upstream | None:
+        """An idle connection for ``key`` (or a stream of a shared one with room), without
+        waiting; None when there is none."""
         slots = self._slots.get(key)
-        if slots is None or not slots.idle:
+        if slots is None:
             return None
-        conn, _ = slots.idle.popitem()
-        return conn
+        if slots.idle:
+            conn, _ = slots.idle.popitem()
+            return conn
+        if slots.shared:
+            return _stream(slots)
+        return None
 
     async def acquire(self, dest: CompiledDestination, host: str, port: int, unix: bool,
-                      fresh: bool = False, wait: bool = True) -> tuple[UpstreamConnection, bool]:
-        """A connection to (host, port) for ``dest``, and whether it was used before.
+                      fresh: bool = False, wait: bool = True) -> tuple[Upstream, bool]:
+        """A connection (or a stream of a shared one) to (host, port) for ``dest``, and
+        whether its connection was used before.
 
-        An idle connection first (unless ``fresh``), else a new one while the key is under
-        ``pool_max_per_key``; at the limit the request queues (``UpstreamOverflow`` when
-        ``pool_max_pending`` are queued already, or at once when not ``wait``) until a
-        connection is released to it or one closes and it may dial, for at most the
+        An idle connection or a shared one with room first (unless ``fresh``), else a new one
+        while the key is under ``pool_max_per_key`` (for HTTP/2: unless one is being opened
+        already, which it waits for); at the limit the request queues (``UpstreamOverflow``
+        when ``pool_max_pending`` are queued already, or at once when not ``wait``) until a
+        connection or a stream is handed to it or one closes and it may dial, for at most the
         destination's connect timeout. A ``fresh`` request at the limit closes the oldest idle
         connection to make room."""
         key = self.key(dest, host, port, unix)
@@ -106,11 +133,11 @@ class Pool:
                     return conn, True
             slots = self._slots.get(key)
             if slots is None:
-                slots = self._slots[key] = _Slots()
+                slots = self._slots[key] = _Slots(not key.http2)
             if slots.total >= limit and slots.idle:
                 next(iter(slots.idle)).close()  # its on_close frees the slot
                 continue
-            if slots.total < limit:
+            if slots.total < limit and (slots.single or not slots.connecting):
                 slots.connecting += 1
                 return await self._open(key, slots, dest), False
             if not wait or len(slots.waiters) >= self.limits.pool_max_pending:
@@ -124,12 +151,18 @@ class Pool:
                 return await self._open(key, slots, dest), False
             if not got.closed:
                 return got, True
-            # handed a connection that closed before this task ran; its slot was freed then
+            # handed a connection (or a stream of one) that closed before this task ran; its
+            # slot was freed then (a stream's reservation is given back here)
+            got.abort()
 
-    def release(self, conn: UpstreamConnection) -> None:
+    def release(self, conn: Upstream) -> None:
         """Return a connection whose exchange finished cleanly and that may be reused: to the
-        oldest waiter of its key, else to the idle list."""
+        oldest waiter of its key, else to the idle list. A stream is given back to its
+        connection (whose room goes to the waiters)."""
         if conn.closed:
+            return
+        if type(conn) is not UpstreamConnection:
+            conn.close()  # a stream: it goes back to its shared connection
             return
         slots = self._slots[conn.key]
         if slots.waiters:
@@ -137,16 +170,16 @@ class Pool:
             if waiter is not None:
                 waiter.set_result(conn)
                 return
-        loop = self._running_loop()
-        conn.idle_since = loop.time()
+        conn.idle_since = self._running_loop().time()
         slots.idle[conn] = None
-        if self._sweeper is None:
-            self._sweeper = loop.call_later(self._sweep_interval(), self._sweep)
+        self._watch_idle()
 
     def close(self) -> None:
-        """Close every idle connection (busy ones are closed by their exchanges)."""
+        """Close every idle connection and every shared one (busy HTTP/1.1 ones are closed
+        by their exchanges; the streams of a shared one fail as on a lost connection)."""
         for slots in list(self._slots.values()):
-            for conn in list(slots.idle):
+            conns: list[Connection] = [*slots.idle, *slots.shared]
+            for conn in conns:
                 conn.close()  # its on_close takes it out of the bookkeeping
         if self._sweeper is not None:
             self._sweeper.cancel()
@@ -190,18 +223,29 @@ class Pool:
         """What a cancelled waiter had been handed goes to the next one (or back to idle)."""
         if got is _CONNECT:
             slots.connecting -= 1
-            self._freed(key, slots)
+            self._hand_out(key, slots)
         else:
             self.release(got)
 
-    def _freed(self, key: PoolKey, slots: _Slots) -> None:
-        """A connection slot of ``key`` became free: the oldest waiter may dial."""
-        if slots.total < self.limits.pool_max_per_key:
-            waiter = _next_waiter(slots)
-            if waiter is not None:
+    def _hand_out(self, key: PoolKey, slots: _Slots) -> None:
+        """Room appeared for ``key`` (a connection slot, or streams on a shared connection):
+        the oldest waiters get streams while a shared connection has room, then may dial
+        while the key is under its limit (for HTTP/2 one at a time: the others wait for it)."""
+        limit = self.limits.pool_max_per_key
+        while True:
+            waiter = _first_waiter(slots)
+            if waiter is None:
+                break
+            stream = _stream(slots) if slots.shared else None
+            if stream is not None:
+                slots.waiters.popleft()
+                waiter.set_result(stream)
+            elif slots.total < limit and (slots.single or not slots.connecting):
+                slots.waiters.popleft()
                 slots.connecting += 1
                 waiter.set_result(_CONNECT)
-                return
+            else:
+                break
         self._tidy(key, slots)
 
     def _tidy(self, key: PoolKey, slots: _Slots) -> None:
@@ -209,13 +253,31 @@ class Pool:
         if slots.unused and self._slots.get(key) is slots:
             del self._slots[key]
 
-    def _closed(self, conn: UpstreamConnection) -> None:
+    def _closed(self, conn: Connection) -> None:
         """``conn.on_close``: a counted connection closed (by anyone) or was lost."""
         slots = self._slots[conn.key]
-        slots.idle.pop(conn, None)
+        if isinstance(conn, H2UpstreamConnection):
+            slots.shared.pop(conn, None)
+        else:
+            slots.idle.pop(conn, None)
         slots.open -= 1
         conn.host.cx_active -= 1
-        self._freed(conn.key, slots)
+        self._hand_out(conn.key, slots)
+
+    def _room(self, conn: H2UpstreamConnection) -> None:
+        """``conn.on_capacity``: the room on a shared connection changed (a stream ended, a
+        setting, a GOAWAY): waiters get it; an idle connection starts its idle time."""
+        slots = self._slots.get(conn.key)
+        if slots is None or conn not in slots.shared:
+            return
+        if conn.idle:
+            conn.idle_since = self._running_loop().time()
+            self._watch_idle()
+        self._hand_out(conn.key, slots)
+
+    def _watch_idle(self) -> None:
+        if self._sweeper is None:
+            self._sweeper = self._running_loop().call_later(self._sweep_interval(), self._sweep)
 
     def _sweep_interval(self) -> float:
         return max(0.05, min(self.limits.pool_idle_timeout / 4, 5.0))
@@ -226,7 +288,7 @@ class Pool:
         self._sweeper = None
         loop = self._running_loop()
         deadline = loop.time() - self.limits.pool_idle_timeout
-        expired = []
+        expired: list[Connection] = []
         idle_left = False
         for slots in self._slots.values():
             for conn in slots.idle:
@@ -234,18 +296,25 @@ class Pool:
                     idle_left = True
                     break
                 expired.append(conn)
-        for conn in expired:
-            conn.close()
+            for shared in slots.shared:
+                if shared.idle:
+                    if shared.idle_since > deadline:
+                        idle_left = True
+                    else:
+                        expired.append(shared)
+        for expiring in expired:
+            expiring.close()
         if idle_left:
             self._sweeper = loop.call_later(self._sweep_interval(), self._sweep)
 
     # ------------------------------------------------------------------ I/O
 
-    async def _open(self, key: PoolKey, slots: _Slots, dest: CompiledDestination) -> UpstreamConnection:
+    async def _open(self, key: PoolKey, slots: _Slots, dest: CompiledDestination) -> Upstream:
         """Dial for a slot already counted in ``connecting``; the slot becomes an ``open``
         connection, or is freed for a waiter when the connect fails or is cancelled. The
         attempt counts for ``dest``'s stats of the address, and so does the connection until
-        it closes."""
+        it closes. An HTTP/2 connection is shared at once: the first stream is the dialler's,
+        waiters get the rest of its room."""
         host = dest.stats.host((key.host, key.port, key.unix))
         host.cx_total += 1
         try:
@@ -254,7 +323,7 @@ class Pool:
             if isinstance(exc, UpstreamConnectError):
                 host.cx_connect_fail += 1
             slots.connecting -= 1
-            self._freed(key, slots)
+            self._hand_out(key, slots)
             raise
         slots.connecting -= 1
         slots.open += 1
@@ -266,17 +335,27 @@ class Pool:
             # lost between the handshake and this task running: it was never usable
             self._closed(conn)
             raise UpstreamReset("connection closed by upstream")
+        if isinstance(conn, H2UpstreamConnection):
+            slots.shared[conn] = None
+            conn.on_capacity = self._room
+            stream = conn.reserve()
+            self._hand_out(key, slots)
+            return stream
+        if not slots.single:
+            slots.single = True  # the server selected HTTP/1.1: the waiters dial their own
+            self._hand_out(key, slots)
         return conn
 
-    async def _dial(self, key: PoolKey, dest: CompiledDestination) -> UpstreamConnection:
-        """A new connection (TCP or unix, then TLS and the peer name check when ``dest`` has TLS)."""
+    async def _dial(self, key: PoolKey, dest: CompiledDestination) -> Connection:
+        """A new connection (TCP or unix, then TLS and the peer name check when ``dest`` has
+        TLS): HTTP/2 for an ``http2`` key unless the TLS server selected HTTP/1.1 (ALPN)."""
         loop = asyncio.get_running_loop()
         ctx = key.ssl_context
         server_hostname = key.sni if ctx else None
         limits = self.limits
 
-        def factory() -> UpstreamConnection:
-            return UpstreamConnection(key, limits)
+        def factory() -> Connection:
+            return H2UpstreamConnection(key, limits) if key.http2 else UpstreamConnection(key, limits)
 
         try:
             if key.unix:
@@ -294,7 +373,29 @@ class Pool:
             if reason is not None:
                 transport.abort()
                 raise UpstreamConnectError("connection failure", tls.transport_failure_reason(None, reason))
+        if isinstance(conn, H2UpstreamConnection) and not conn.negotiated:
+            # the server did not select h2: the transport goes to an HTTP/1.1 connection
+            single = UpstreamConnection(key, limits)
+            transport.set_protocol(single)
+            single.connection_made(transport)
+            return single
         return conn
+
+
+def _stream(slots: _Slots) -> H2Stream | None:
+    """A stream of the oldest shared connection with room (the fewest connections stay busy)."""
+    for conn in slots.shared:
+        if conn.room() > 0:
+            return conn.reserve()
+    return None
+
+
+def _first_waiter(slots: _Slots) -> asyncio.Future | None:
+    """The oldest waiter still waiting, left in the queue (cancelled ones are dropped)."""
+    waiters = slots.waiters
+    while waiters and waiters[0].done():
+        waiters.popleft()
+    return waiters[0] if waiters else None
 
 
 def _next_waiter(slots: _Slots) -> asyncio.Future | None:

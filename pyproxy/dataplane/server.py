@@ -26,10 +26,10 @@ from typing import cast
 from .. import errors
 from ..errors import ProxyError
 from ..observe import describe
-from . import http, tls
+from . import grpc, http, tls
 from .context import Context
 from .decide import decide
-from .encode import response_head, upstream_head
+from .encode import encode_trailers, response_head, upstream_request
 from .exchange import Exchange, access_entry, request_id
 from .flow import HOLD, UPSTREAM_FULL, ReadGate
 from .forward import Forwarder
@@ -278,9 +278,9 @@ class HttpProtocol(asyncio.Protocol):
         route, backend = ex.route, ex.backend
         assert route is not None and backend is not None
         ex.request_id = request_id()
-        head = upstream_head(ex, route, backend, self.peer_b, self.scheme_b, ex.request_id.encode())
+        request = upstream_request(ex, route, backend, self.peer_b, self.scheme_b, ex.request_id.encode())
         ex.advance(Ev.FORWARD)
-        forwarder = ex.forwarder = Forwarder(self, ex, route, backend, head)
+        forwarder = ex.forwarder = Forwarder(self, ex, route, backend, request)
         forwarder.start(ex.req is Req.DONE)
 
     def _advance(self) -> None:
@@ -382,6 +382,17 @@ class HttpProtocol(asyncio.Protocol):
             self.transport.writelines((b"%x\r\n" % len(data), data, b"\r\n"))
         else:
             self.transport.write(data)
+
+    def send_trailers(self, ex: Exchange, trailers: list[tuple[bytes, bytes]]) -> None:
+        """A chunked response carries them in its last chunk, written here (so ``end`` writes
+        no other); a response framed by Content-Length or by the close cannot: dropped."""
+        if ex.chunked_out:
+            ex.chunked_out = False
+            data = encode_trailers(trailers)
+            if self.pending is not None:
+                self.pending.append(data)
+            else:
+                self.transport.write(data)
 
     def flush(self) -> None:
         pending, self.pending = self.pending, None
@@ -505,8 +516,12 @@ class HttpProtocol(asyncio.Protocol):
     def _local(self, ex: Exchange, status: int, body: bytes = b"", headers: list[tuple[bytes, bytes]] | None = None,
                *, flags: str = "-", details: str = "", close: bool = False) -> None:
         """Write an answer of the proxy's own (an error, a redirect, a direct response, a
-        CORS preflight) and its access-log line. Fixed bodies; request bytes never echoed."""
+        CORS preflight) and its access-log line. Fixed bodies; request bytes never echoed.
+        To a gRPC call, a gRPC status (``grpc.py``): 200 with the status in the head."""
         ex.advance(Ev.LOCAL)
+        if grpc.is_grpc(ex.head.headers):
+            headers = grpc.status_headers(status, body) + (headers or [])
+            status, body = 200, b""
         ex.status = status
         ex.flags = flags
         ex.details = details

@@ -28,7 +28,8 @@ import certifi
 
 from pyproxy import ir, pem
 
-ALPN = ["http/1.1"]  # to backends: HTTP/1.1 only
+ALPN = ["http/1.1"]  # to backends that speak HTTP/1.1
+ALPN_H2 = ["h2", "http/1.1"]  # to backends that speak HTTP/2: the server's choice is spoken
 SERVER_ALPN = ["h2", "http/1.1"]  # offered to clients on HTTPS listeners
 # TLS 1.2 suites: ECDHE key exchange with AEAD ciphers only (Envoy's default list); TLS 1.3
 # suites are OpenSSL's defaults, which are all AEAD.
@@ -55,8 +56,9 @@ _VERIFY_FAILED = "TLS_error:|268435581:SSL routines:OPENSSL_internal:CERTIFICATE
 
 
 @functools.lru_cache(maxsize=128)
-def client_context(tls: ir.UpstreamTLS) -> ssl.SSLContext:
-    """The client context for one ``UpstreamTLS`` value (cached; blocking: run off the loop).
+def client_context(tls: ir.UpstreamTLS, http2: bool = False) -> ssl.SSLContext:
+    """The client context for one ``UpstreamTLS`` value, offering ALPN ``h2`` too when the
+    destination speaks HTTP/2 (cached; blocking: run off the loop).
 
     Raises ``pem.PemError`` (a ValueError) when ``tls.ca`` is not a loadable PEM bundle;
     translation reports that first, with the same loader."""
@@ -64,7 +66,7 @@ def client_context(tls: ir.UpstreamTLS) -> ssl.SSLContext:
     ctx.minimum_version = _MIN_VERSIONS[tls.min_version]
     ctx.maximum_version = ssl.TLSVersion.TLSv1_3
     ctx.set_ciphers(CIPHERS_TLS12)
-    ctx.set_alpn_protocols(ALPN)
+    ctx.set_alpn_protocols(ALPN_H2 if http2 else ALPN)
     ctx.check_hostname = False  # verify_peer does the Gateway API name check
     if tls.insecure_skip_verify:
         ctx.verify_mode = ssl.CERT_NONE

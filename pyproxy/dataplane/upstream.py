@@ -1,6 +1,10 @@
 """The upstream side of a proxied request: an ``asyncio.Protocol`` over httptools' response
 parser. Parser callbacks only build state and hand each piece to the current ``sink`` (the
 downstream exchange), which writes it on; nothing here awaits.
+
+``Upstream`` is what forwarding sees of the way to the upstream: this module's HTTP/1.1
+``UpstreamConnection``, or a stream of a shared HTTP/2 connection (``upstream_h2``); the
+forwarder does not know which protocol the upstream speaks.
 """
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ import asyncio
 import logging
 import select
 import ssl
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, NamedTuple, cast
 from typing import Protocol as TypingProtocol
 
@@ -16,6 +20,7 @@ import httptools
 
 from ..errors import ProxyError, UpstreamProtocolError, UpstreamReset
 from ..stats import HostStats
+from .encode import UpstreamRequest, http1_head
 from .limits import Limits
 
 if TYPE_CHECKING:
@@ -41,6 +46,7 @@ class PoolKey(NamedTuple):
     unix: bool
     ssl_context: ssl.SSLContext | None
     sni: str | None
+    http2: bool = False  # the destination speaks HTTP/2 (over TLS: if the server selects it)
 
 
 class ResponseSink(TypingProtocol):
@@ -49,6 +55,9 @@ class ResponseSink(TypingProtocol):
     def response_head(self, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> None: ...
 
     def response_body(self, data: bytes) -> None: ...
+
+    def response_trailers(self, trailers: list[tuple[bytes, bytes]]) -> None:
+        """The response's trailer fields (before its end); sent only when it has some."""
 
     def response_end(self, reusable: bool) -> None: ...
 
@@ -64,6 +73,37 @@ class ResponseSink(TypingProtocol):
     def upgraded(self, conn: UpstreamConnection, first: bytes) -> None:
         """The upstream switched protocols (the 101 went to ``response_head``): the
         connection is the sink's now, as a tunnel; ``first`` is what followed the 101."""
+
+
+class Upstream(TypingProtocol):
+    """One request's way upstream, as forwarding and mirrors use it: an HTTP/1.1
+    ``UpstreamConnection``, or an ``upstream_h2.H2Stream`` of a shared HTTP/2 connection.
+    Body pieces are raw bytes: the framing (chunked, DATA frames) is the connection's."""
+
+    key: PoolKey
+
+    @property
+    def closed(self) -> bool:
+        """No (further) use: closed, lost, or over."""
+
+    @property
+    def sink(self) -> ResponseSink | None:
+        """Whom the response goes to; None once it ended (or before ``start``)."""
+
+    def start(self, sink: ResponseSink, request: UpstreamRequest, head_request: bool, upgrade: bool = False) -> None:
+        """Send the request head; the response goes to ``sink``."""
+
+    def send_body(self, pieces: Sequence[bytes]) -> None: ...
+
+    def end_body(self) -> None:
+        """The request body is complete."""
+
+    def pause_response(self, paused: bool) -> None:
+        """Stop (or resume) reading the response: the client is not taking it."""
+
+    def close(self) -> None: ...
+
+    def abort(self) -> None: ...
 
 
 class UpstreamConnection(asyncio.BufferedProtocol):
@@ -84,7 +124,7 @@ class UpstreamConnection(asyncio.BufferedProtocol):
     __slots__ = ("key", "limits", "transport", "parser", "sink", "closed", "head_request", "_headers", "_reason",
                  "_informational", "_status", "_close_delimited", "_head_bytes", "_read_size", "on_close",
                  "idle_since", "_view", "_complete", "_ended", "_readable", "_held", "_held_timer", "host",
-                 "upgrade", "_switching", "tunnel")
+                 "upgrade", "_switching", "tunnel", "chunked")
 
     transport: asyncio.Transport  # set by connection_made, before the pool hands it out
     host: HostStats  # set by the pool with on_close: whose cx_active this connection counts in
@@ -115,16 +155,42 @@ class UpstreamConnection(asyncio.BufferedProtocol):
         self.upgrade = False  # the request asked to switch protocols: a 101 is an answer
         self._switching = False  # a 101 arrived; what follows its head is the other protocol
         self.tunnel: Tunnel | None = None  # after the switch: the bytes are the tunnel's
+        self.chunked = False  # the current request's body is sent chunked
 
-    # ------------------------------------------------------------------ used by the exchange
+    # ------------------------------------------------------------------ used by the exchange (Upstream)
 
-    def start(self, sink: ResponseSink, head: bytes, head_request: bool, upgrade: bool = False) -> None:
+    def start(self, sink: ResponseSink, request: UpstreamRequest, head_request: bool, upgrade: bool = False) -> None:
         self.sink = sink
         self.head_request = head_request
         self.upgrade = upgrade
+        self.chunked = request.chunked
+        head = request.h1
+        if head is None:
+            head = request.h1 = http1_head(request)
         self.transport.write(head)
 
-    def send_body(self, pieces: list[bytes] | tuple[bytes, ...]) -> None:
+    def send_body(self, pieces: Sequence[bytes]) -> None:
+        if self.chunked:
+            framed: list[bytes] = []
+            for piece in pieces:
+                if piece:  # (an empty chunk would end the body)
+                    framed += (b"%x\r\n" % len(piece), piece, b"\r\n")
+            pieces = framed
+        self._write(pieces)
+
+    def end_body(self) -> None:
+        if self.chunked:
+            self._write((b"0\r\n\r\n",))
+
+    def pause_response(self, paused: bool) -> None:
+        if self.closed:
+            return
+        if paused:
+            self.transport.pause_reading()
+        else:
+            self.transport.resume_reading()
+
+    def _write(self, pieces: Sequence[bytes]) -> None:
         """Write request body bytes, unless the upstream has something for us to read first.
 
         An upstream may answer before it has read the whole body (413, 401) and close; the
@@ -248,6 +314,8 @@ class UpstreamConnection(asyncio.BufferedProtocol):
             self._head_bytes += len(data)
             if self._head_bytes > self.limits.max_response_header_bytes:
                 self._fail(UpstreamProtocolError("response headers too large"))
+        elif self._headers and _too_many(self._headers, self.limits):
+            self._fail(UpstreamProtocolError("response trailers too large"))  # (trailers, collected so far)
 
     def _ended_read(self, reusable: bool) -> None:
         """The read that completed a response has been parsed: report the end."""
@@ -315,7 +383,7 @@ class UpstreamConnection(asyncio.BufferedProtocol):
         limits = self.limits
         if len(headers) > limits.max_response_headers or (
                 self._head_bytes + self._read_size > limits.max_response_header_bytes  # else it cannot be
-                and sum(len(n) + len(v) + 4 for n, v in headers) > limits.max_response_header_bytes):
+                and _too_many(headers, limits)):
             raise UpstreamProtocolError("response headers too large")
         status = self.parser.get_status_code()
         self._status = status
@@ -334,6 +402,7 @@ class UpstreamConnection(asyncio.BufferedProtocol):
         sink = self.sink
         assert sink is not None  # on_message_begin refuses a response nobody asked for
         sink.response_head(status, self._reason, self._headers)
+        self._headers = []  # what on_header collects from now on are the trailers
         if self.head_request and self.sink is not None:
             # httptools cannot be told the request was HEAD; the response is complete now and
             # a fresh parser takes the next one (the old one would wait for a body).
@@ -353,7 +422,13 @@ class UpstreamConnection(asyncio.BufferedProtocol):
         if self._informational:
             self._informational = False
             return
-        if self.sink is not None:
+        sink = self.sink
+        if sink is not None:
+            if self._headers:
+                trailers, self._headers = self._headers, []
+                if _too_many(trailers, self.limits):
+                    raise UpstreamProtocolError("response trailers too large")
+                sink.response_trailers(trailers)
             self._finish(self.parser.should_keep_alive())
 
     def _finish(self, keep_alive: bool) -> None:
@@ -371,6 +446,12 @@ class UpstreamConnection(asyncio.BufferedProtocol):
 
 class _HeadResponseDone(Exception):
     """Raised from the parser callback to stop parsing after a HEAD response's head."""
+
+
+def _too_many(headers: list[tuple[bytes, bytes]], limits: Limits) -> bool:
+    """Whether a response's header (or trailer) fields pass the response header limits."""
+    return (len(headers) > limits.max_response_headers
+            or sum(len(n) + len(v) + 4 for n, v in headers) > limits.max_response_header_bytes)
 
 
 def _framed(headers: list[tuple[bytes, bytes]]) -> bool:

@@ -14,8 +14,10 @@ from .status import Condition, ObjectStatus, object_status
 
 UNIX_PATH_MAX = 108
 SYSTEM_CA = "System"
-# appProtocols pyproxy cannot speak: it talks HTTP/1.1 (over TLS or not) to backends.
-UNSUPPORTED_APP_PROTOCOLS = ("gateway.envoyproxy.io/h2c",)
+# HTTP/2 to the backend, as Envoy Gateway maps it (an HTTP/2 cluster): with prior knowledge in
+# clear; over TLS (``spec.tls`` or a BackendTLSPolicy) ALPN offers h2 and http/1.1, and what the
+# server selects is spoken
+HTTP2_APP_PROTOCOL = "gateway.envoyproxy.io/h2c"
 # WebSocket over HTTP/1.1 (plain or TLS): every route forwards websocket upgrades, so these
 # need nothing more (Gateway API's HTTPRouteBackendProtocolWebSocket)
 WEBSOCKET_APP_PROTOCOLS = ("gateway.envoyproxy.io/ws", "gateway.envoyproxy.io/wss")
@@ -38,7 +40,7 @@ class ResolvedBackend:
     tls: BackendTLS | None
     default_sni: str | None  # the hostname of its fqdn endpoints, SNI when nothing sets one
     problems: tuple[str, ...] = ()
-    unsupported_protocols: tuple[str, ...] = ()  # backendRefs to it are invalid (UnsupportedProtocol)
+    http2: bool = False  # appProtocols has gateway.envoyproxy.io/h2c
 
 
 def translate_backends(index: Index) -> tuple[dict[Key, ResolvedBackend], list[ObjectStatus]]:
@@ -60,8 +62,7 @@ def _resolve(index: Index, backend: res.Backend) -> ResolvedBackend:
     fqdns = sorted({e.host for e in endpoints if e.kind == "fqdn"})
     default_sni = fqdns[0] if len(fqdns) == 1 else None
     tls = _tls(index, backend, default_sni, problems) if spec.tls else None
-    unsupported = tuple(p for p in spec.app_protocols if p in UNSUPPORTED_APP_PROTOCOLS)
-    return ResolvedBackend(endpoints, tls, default_sni, tuple(problems), unsupported)
+    return ResolvedBackend(endpoints, tls, default_sni, tuple(problems), HTTP2_APP_PROTOCOL in spec.app_protocols)
 
 
 def _endpoints(specs: tuple[res.BackendEndpoint, ...], problems: list[str]) -> tuple[ir.Endpoint, ...]:
@@ -155,13 +156,8 @@ def _status(backend: res.Backend, resolved: ResolvedBackend) -> ObjectStatus:
         message = "; ".join(resolved.problems) + ". Routes to this Backend answer 500"
         return object_status("Backend", backend, [Condition("Accepted", False, "Invalid", message)])
     notes = []
-    if resolved.unsupported_protocols:
-        notes.append(
-            f"spec.appProtocols {', '.join(resolved.unsupported_protocols)} is not supported (pyproxy speaks "
-            "HTTP/1.1 to backends): backendRefs to this Backend answer 500"
-        )
     ignored = [p for p in backend.spec.app_protocols
-               if p not in UNSUPPORTED_APP_PROTOCOLS and p not in WEBSOCKET_APP_PROTOCOLS]
+               if p != HTTP2_APP_PROTOCOL and p not in WEBSOCKET_APP_PROTOCOLS]
     if ignored:
         notes.append(f"spec.appProtocols {', '.join(ignored)} is ignored")
     if backend.spec.fallback:

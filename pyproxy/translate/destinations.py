@@ -69,16 +69,11 @@ class Destinations:
             return Problem(
                 "BackendNotFound", f"Backend {namespace}/{name} is not accepted: {'; '.join(backend.problems)}"
             )
-        if backend.unsupported_protocols:
-            return Problem(
-                "UnsupportedProtocol",
-                f"Backend {namespace}/{name} asks for appProtocols {', '.join(backend.unsupported_protocols)}; "
-                "pyproxy speaks HTTP/1.1 to backends",
-            )
         if policy is not None and policy.problem is not None:
             return Problem("BackendNotFound", f"Backend {namespace}/{name}: {policy.problem}")
         destination_name = f"backend/{namespace}/{name}" + (f"/{section}" if section else "")
-        return ir.Destination(name=destination_name, endpoints=backend.endpoints, tls=upstream_tls(backend, policy))
+        return ir.Destination(name=destination_name, endpoints=backend.endpoints, tls=upstream_tls(backend, policy),
+                              http2=backend.http2)
 
 
 def upstream_tls(backend: ResolvedBackend, policy: PolicyTLS | None) -> ir.UpstreamTLS | None:

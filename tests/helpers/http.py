@@ -106,11 +106,16 @@ class Client:
         return data == b""
 
     async def close(self) -> None:
-        self.writer.close()
-        try:
-            await asyncio.wait_for(self.writer.wait_closed(), 2)
-        except (TimeoutError, ConnectionError, ssl.SSLError):
-            pass
+        await close_writer(self.writer)
+
+
+async def close_writer(writer: asyncio.StreamWriter) -> None:
+    """Close a client connection, waiting (bounded) for it to go."""
+    writer.close()
+    try:
+        await asyncio.wait_for(writer.wait_closed(), 2)
+    except (TimeoutError, ConnectionError, ssl.SSLError):
+        pass
 
 
 async def raw_exchange(port: int, data: bytes, timeout: float = 5, host: str = "127.0.0.1") -> bytes:

@@ -32,8 +32,10 @@ async def serve_with_admin(config_dir: Path):
 
 
 @asynccontextmanager
-async def proxy_to(port: int, tls: ir.UpstreamTLS | None = None, limits: Limits = DEFAULT, **route_kw):
-    """Serve one catch-all route forwarding to 127.0.0.1:``port``; yields (runtime, port)."""
-    async with proxy_routes(forward("httproute/default/test/rule/0/match/0", destination(port, tls=tls),
-                                    **route_kw), limits=limits) as served:
+async def proxy_to(port: int, tls: ir.UpstreamTLS | None = None, limits: Limits = DEFAULT, http2: bool = False,
+                   **route_kw):
+    """Serve one catch-all route forwarding to 127.0.0.1:``port`` (speaking HTTP/2 to it when
+    ``http2``); yields (runtime, port)."""
+    async with proxy_routes(forward("httproute/default/test/rule/0/match/0",
+                                    destination(port, tls=tls, http2=http2), **route_kw), limits=limits) as served:
         yield served

@@ -7,7 +7,7 @@ import asyncio
 import re
 from dataclasses import dataclass, field
 
-from tests.helpers.http import Response
+from tests.helpers.http import Response, close_writer
 
 _STATUS = re.compile(rb"HTTP/(\d\.\d) (\d{3})(?: [^\r\n]*)?")
 
@@ -16,6 +16,7 @@ _STATUS = re.compile(rb"HTTP/(\d\.\d) (\d{3})(?: [^\r\n]*)?")
 class WireResponse(Response):
     raw: bytes = b""  # the response exactly as received, head and framed body
     informational: list[int] = field(default_factory=list)  # 1xx statuses before it
+    trailers: list[tuple[str, str]] = field(default_factory=list)  # the chunked body's trailer section
 
     def headers_named(self, name: str) -> list[str]:
         return [v for k, v in self.headers if k == name.lower()]
@@ -104,6 +105,7 @@ class Wire:
             headers.append((name.decode("latin-1").lower(), value.strip().decode("latin-1")))
         pos = end + 4
         body = bytearray()
+        trailers = []
         names = {k: v for k, v in headers}
         if head or status < 200 or status in (204, 304):
             pass
@@ -113,7 +115,11 @@ class Wire:
                 size = int(bytes(self.buf[pos:eol]), 16)
                 pos = eol + 2
                 if size == 0:
-                    pos = await self._until(b"\r\n", pos) + 2  # no trailers are sent to us
+                    while (eol := await self._until(b"\r\n", pos)) > pos:  # the trailer section
+                        name, _, value = bytes(self.buf[pos:eol]).partition(b":")
+                        trailers.append((name.decode("latin-1").lower(), value.strip().decode("latin-1")))
+                        pos = eol + 2
+                    pos += 2
                     break
                 await self._need(pos + size + 2)
                 body += self.buf[pos:pos + size]
@@ -131,7 +137,7 @@ class Wire:
             pos = len(self.buf)
         raw = bytes(self.buf[:pos])
         del self.buf[:pos]
-        return WireResponse(status, headers, bytes(body), version, raw=raw)
+        return WireResponse(status, headers, bytes(body), version, raw=raw, trailers=trailers)
 
     async def closed(self) -> bool:
         """True when the peer closes without sending anything more (within the timeout)."""
@@ -143,8 +149,4 @@ class Wire:
             return False
 
     async def close(self) -> None:
-        self.writer.close()
-        try:
-            await asyncio.wait_for(self.writer.wait_closed(), 2)
-        except (TimeoutError, ConnectionError):
-            pass
+        await close_writer(self.writer)
