@@ -64,9 +64,13 @@ class GrpcClient:
 
     async def rule(self, path: str, authority: str = "grpc.example.com",
                    headers: tuple[tuple[str, str], ...] = ()) -> str:
-        """The rule that answered (``x-rule``), or the status when none did."""
+        """The rule that answered (``x-rule``), or, when none did, the proxy's own answer: to a
+        gRPC call a gRPC status (HTTP 200, trailers-only; 404 becomes 12 UNIMPLEMENTED)."""
         response = await self.call(path, authority, headers)
-        return response.get("x-rule", response[":status"])
+        if "x-rule" in response:
+            return response["x-rule"]
+        assert response[":status"] == "200", response
+        return f"grpc-status {response['grpc-status']}"
 
 
 
@@ -161,12 +165,12 @@ async def test_method_matches_exact_service_method_regex_and_none(upstream: Upst
         "/grpc.echo.Echo/Shout": "service",  # a service outranks a method
         "/grpc.alpha.Stats/GetAll": "regex",
         "/grpc.beta.Stats/Get": "regex",
-        "/grpc.gamma.Stats/GetAll": "404",
-        "/grpc.alpha.Stats/List": "404",
-        "/grpc.echo.EchoV2/Say": "404",  # the service is a whole path element
+        "/grpc.gamma.Stats/GetAll": "grpc-status 12",
+        "/grpc.alpha.Stats/List": "grpc-status 12",
+        "/grpc.echo.EchoV2/Say": "grpc-status 12",  # the service is a whole path element
         "/any.Service/Put": "regex-method",  # the alternation stays inside the method part
         "/any.Service/Post": "regex-method",
-        "/any.Service/PutAll": "404",
+        "/any.Service/PutAll": "grpc-status 12",
     }
     say = upstream.seen[0]
     assert (say.method, say.path, say.body) == ("POST", "/grpc.echo.Echo/Say", EMPTY_MESSAGE)
@@ -200,7 +204,7 @@ async def test_header_matches(upstream: Upstream, tmp_path):
             await client.rule("/other.Service/Say", headers=(("x-tenant", "b"),)),
             await client.rule("/other.Service/Say", headers=(("x-tenant", "c"),)),
         ]
-    assert answered == ["none", "tenant", "tenant-and-version", "tenant", "none", "headers-only", "404"]
+    assert answered == ["none", "tenant", "tenant-and-version", "tenant", "none", "headers-only", "grpc-status 12"]
 
 
 async def test_hostnames_exact_then_the_longest_wildcard_then_any(upstream: Upstream, tmp_path):
@@ -311,7 +315,7 @@ async def test_status_in_the_config_dump(upstream: Upstream, tmp_path):
     async with proxy(tmp_path, documents(backend(upstream.port), grpc_route("echo", rules), missing)) as (
             client, _, admin_port):
         dump = await asyncio.to_thread(_get_json, f"http://127.0.0.1:{admin_port}/config_dump")
-        missing_status = (await client.call("/any.Service/Call"))[":status"]
+        missing = await client.call("/any.Service/Call")
     statuses = {(s["kind"], s["name"]): s["conditions"] for s in dump["statuses"]}
     assert [(c["type"], c["status"], c["reason"]) for c in statuses[("GRPCRoute", "echo")]] == [
         ("Accepted", True, "Accepted"), ("ResolvedRefs", True, "ResolvedRefs")]
@@ -319,7 +323,7 @@ async def test_status_in_the_config_dump(upstream: Upstream, tmp_path):
         ("Accepted", True, "Accepted"), ("ResolvedRefs", False, "BackendNotFound")]
     routes = [r["name"] for lst in dump["config"]["listeners"] for vh in lst["virtual_hosts"] for r in vh["routes"]]
     assert routes == ["grpcroute/default/echo/rule/0/match/0", "grpcroute/default/missing/rule/0/match/0"]
-    assert missing_status == "500"
+    assert (missing[":status"], missing["grpc-status"]) == ("200", "2")  # the 500 of an invalid backendRef
 
 
 def _get_json(url: str) -> dict:
