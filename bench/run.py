@@ -391,17 +391,7 @@ def run_h2load(wrk: str, port: int, path: str, seconds: float, args: argparse.Na
         raise BenchError("h2load not found (Debian: apt-get install nghttp2-client)")
     argv = [h2load, "-D", f"{max(1, round(seconds))}", "-c", str(args.connections), "-m", str(H2_STREAMS),
             "-t", str(args.threads), "-H", f":authority: {ROUTE_HOST}", f"http://{PROXY_ADDR}:{port}{path}"]
-    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
-    procs.started.append(("h2load", proc))
-    try:
-        out, _ = proc.communicate(timeout=seconds + args.timeout + 30)
-    except subprocess.TimeoutExpired:
-        raise BenchError(f"h2load did not finish within {seconds + args.timeout + 30:.0f} s") from None
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    return out
+    return run_load("h2load", argv, seconds, args, procs)
 
 
 def parse_h2load(text: str) -> dict:
@@ -431,19 +421,24 @@ def run_wrk(wrk: str, port: int, path: str, seconds: float, args: argparse.Names
             procs: Processes) -> str:
     argv = [wrk, f"-t{args.threads}", f"-c{args.connections}", f"-d{seconds:g}s", "--timeout",
             f"{args.timeout:g}s", "--latency", "-H", f"Host: {ROUTE_HOST}", f"http://{PROXY_ADDR}:{port}{path}"]
+    return run_load("wrk", argv, seconds, args, procs)
+
+
+def run_load(name: str, argv: list[str], seconds: float, args: argparse.Namespace, procs: Processes) -> str:
+    """Run a load generator for ``seconds`` (bounded), stopped with the rest on Ctrl-C; its output."""
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             text=True, start_new_session=True)
-    procs.started.append(("wrk", proc))
+    procs.started.append((name, proc))
     try:
         out, _ = proc.communicate(timeout=seconds + args.timeout + 30)
     except subprocess.TimeoutExpired:
-        raise BenchError(f"wrk did not finish within {seconds + args.timeout + 30:.0f} s") from None
+        raise BenchError(f"{name} did not finish within {seconds + args.timeout + 30:.0f} s") from None
     finally:
         if proc.poll() is None:
             Processes.stop(proc)
-        procs.started.remove(("wrk", proc))
+        procs.started.remove((name, proc))
     if proc.returncode != 0:
-        raise BenchError(f"wrk failed (exit {proc.returncode}):\n{out}")
+        raise BenchError(f"{name} failed (exit {proc.returncode}):\n{out}")
     return out
 
 

@@ -71,6 +71,14 @@ class Exchange:
         except KeyError:
             raise InvalidTransition(f"{event.name} in state {self.resp.name}") from None
 
+    def lost(self) -> None:
+        """The client went away before the response ended (Envoy's ``DC`` when nothing of
+        the response had left yet)."""
+        if not self.response_started:
+            self.flags = "DC"
+            self.details = "downstream_remote_disconnect"
+        self.advance(Ev.LOST)
+
     @property
     def response_started(self) -> bool:
         return self.resp is Resp.SENDING

@@ -234,10 +234,7 @@ class H2Protocol(asyncio.Protocol):
             if ex.forwarder is not None:
                 ex.forwarder.cancel()
             if ex.resp is not Resp.DONE:
-                if not ex.response_started:
-                    ex.flags = "DC"
-                    ex.details = "downstream_remote_disconnect"
-                ex.advance(Ev.LOST)
+                ex.lost()
             self._log(ex)
         self.streams.clear()
 

@@ -153,10 +153,7 @@ class HttpProtocol(asyncio.Protocol):
             if ex.resp is not Resp.DONE and ex.resp is not Resp.QUEUED:
                 if ex.forwarder is not None:
                     ex.forwarder.cancel()
-                if not ex.response_started:
-                    ex.flags = "DC"
-                    ex.details = "downstream_remote_disconnect"
-                ex.advance(Ev.LOST)
+                ex.lost()
                 self._log(ex)
         self.queue.clear()
 
