@@ -3,7 +3,11 @@ is ``application/grpc`` (or ``application/grpc+proto``, ``application/grpc;...``
 reply becomes a gRPC status: HTTP 200, ``content-type: application/grpc``, ``grpc-status``
 from the HTTP status by Envoy's mapping (``Grpc::Utility::httpToGrpcStatus``, itself gRPC's
 ``doc/http-grpc-status-mapping.md``) and ``grpc-message`` the reply's body, percent-encoded;
-sent as a trailers-only response (on HTTP/2 one HEADERS frame with END_STREAM)."""
+sent as a trailers-only response (on HTTP/2 one HEADERS frame with END_STREAM).
+
+One departure from that table: the proxy's own 504 (a route or backend request timeout; an
+upstream's 504 is relayed, not converted) is ``4 DEADLINE_EXCEEDED``, where Envoy's table
+says 14: a call whose time ran out is reported as a gRPC client reports its own deadline."""
 from __future__ import annotations
 
 Headers = list[tuple[bytes, bytes]]
@@ -18,7 +22,7 @@ HTTP_TO_GRPC = {
     429: 14,  # UNAVAILABLE
     502: 14,
     503: 14,
-    504: 14,
+    504: 4,  # DEADLINE_EXCEEDED: only the proxy's own timeouts answer 504 locally
 }
 _CONTENT_TYPE = b"application/grpc"
 

@@ -28,12 +28,17 @@ class Destinations:
     index: Index
     backends: dict[Key, ResolvedBackend]
     policies: PolicyTable
-    _cache: dict[tuple[str, str, str | None], ir.Destination | Problem] = field(default_factory=dict)
+    _cache: dict[tuple[str, str, str | None, bool], ir.Destination | Problem] = field(default_factory=dict)
 
     def resolve(self, ref: res.BackendObjectReference, referrer: Referrer) -> ir.Destination | Problem:
         """The Destination ``ref`` (written in the route ``referrer``) names, or the Problem
         that makes it invalid (reason BackendNotFound, InvalidKind or RefNotPermitted; the
-        message starts with what was wrong, not with the field)."""
+        message starts with what was wrong, not with the field).
+
+        A GRPCRoute's backends are always reached over HTTP/2, as Envoy Gateway sets HTTP/2
+        protocol options on every GRPCRoute cluster; where the Backend itself does not declare
+        h2c, that is a destination of its own (named with a ``:http2`` suffix) beside the
+        HTTP/1.1 one an HTTPRoute to the same Backend uses."""
         if ref.group == "" and ref.kind == "Service":
             return Problem(
                 "BackendNotFound",
@@ -54,13 +59,13 @@ class Destinations:
                 "RefNotPermitted", f"Backend {namespace}/{ref.name} is in another namespace; add {grant.describe()}"
             )
         section, policy = self.policies.lookup(namespace, ref.name, ref.port)
-        key = (namespace, ref.name, section)
+        key = (namespace, ref.name, section, referrer.kind == "GRPCRoute")
         if key not in self._cache:
-            self._cache[key] = self._destination(namespace, ref.name, section, policy)
+            self._cache[key] = self._destination(*key, policy)
         return self._cache[key]
 
     def _destination(
-        self, namespace: str, name: str, section: str | None, policy: PolicyTLS | None
+        self, namespace: str, name: str, section: str | None, grpc: bool, policy: PolicyTLS | None
     ) -> ir.Destination | Problem:
         backend = self.backends.get((namespace, name))
         if backend is None:
@@ -72,8 +77,10 @@ class Destinations:
         if policy is not None and policy.problem is not None:
             return Problem("BackendNotFound", f"Backend {namespace}/{name}: {policy.problem}")
         destination_name = f"backend/{namespace}/{name}" + (f"/{section}" if section else "")
+        if grpc and not backend.http2:
+            destination_name += ":http2"
         return ir.Destination(name=destination_name, endpoints=backend.endpoints, tls=upstream_tls(backend, policy),
-                              http2=backend.http2)
+                              http2=backend.http2 or grpc)
 
 
 def upstream_tls(backend: ResolvedBackend, policy: PolicyTLS | None) -> ir.UpstreamTLS | None:

@@ -78,8 +78,7 @@ def service() -> Iterator[tuple[Service, int]]:
     server.stop(grace=None)
 
 
-def config(backend_port: int) -> str:
-    return f"""\
+HTTPROUTE = """\
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
 metadata:
@@ -94,14 +93,19 @@ spec:
     - group: gateway.envoyproxy.io
       kind: Backend
       name: echo
----
+"""
+H2C = "  appProtocols: [gateway.envoyproxy.io/h2c]\n"
+
+
+def config(backend_port: int, route: str = HTTPROUTE, app_protocols: str = H2C) -> str:
+    return f"""\
+{route}---
 apiVersion: gateway.envoyproxy.io/v1alpha1
 kind: Backend
 metadata:
   name: echo
 spec:
-  appProtocols: [gateway.envoyproxy.io/h2c]
-  endpoints:
+{app_protocols}  endpoints:
   - ip:
       address: 127.0.0.1
       port: {backend_port}
@@ -109,9 +113,10 @@ spec:
 
 
 @asynccontextmanager
-async def proxy(tmp_path: Path, backend_port: int):
-    """The runtime serving ``config(backend_port)`` on 127.0.0.1; yields (runtime, port)."""
-    (tmp_path / "grpc.yaml").write_text(config(backend_port))
+async def proxy(tmp_path: Path, backend_port: int, text: str = ""):
+    """The runtime serving ``text`` (default: ``config(backend_port)``) on 127.0.0.1; yields
+    (runtime, port)."""
+    (tmp_path / "grpc.yaml").write_text(text or config(backend_port))
     runtime = Runtime(Settings(config_paths=(str(tmp_path),), listen=("127.0.0.1", 0), access_log="off"))
     await runtime.start()
     try:
@@ -173,6 +178,47 @@ async def test_a_deadline_reaches_the_server_and_ends_the_call(service, tmp_path
         assert await asyncio.to_thread(svc.cancelled.wait, 10)
     assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
     assert svc.deadlines and svc.deadlines[0] is not None and 0 < svc.deadlines[0] <= 0.5
+
+
+async def test_a_route_timeout_is_deadline_exceeded(service, tmp_path):
+    """The proxy's own timeout (the route's ``timeouts.request``, shorter than the client's
+    deadline) answers DEADLINE_EXCEEDED, and the server sees the call cancelled."""
+    svc, backend = service
+    route = HTTPROUTE.replace("    backendRefs:", "    timeouts:\n      request: 300ms\n    backendRefs:")
+    async with proxy(tmp_path, backend, config(backend, route)) as (_, port):
+        error = await asyncio.to_thread(rpc_error, port, "/test.Echo/Slow", 10)
+        assert await asyncio.to_thread(svc.cancelled.wait, 10)
+    assert (error.code(), error.details()) == (grpc.StatusCode.DEADLINE_EXCEEDED, "upstream request timeout")
+
+
+async def test_a_grpcroute_reaches_its_backend_over_http2_without_h2c(service, tmp_path):
+    """A GRPCRoute's backend is reached over HTTP/2 even when the Backend lists no
+    appProtocols, as Envoy Gateway does for every GRPCRoute cluster."""
+    _, backend = service
+    route = """\
+apiVersion: gateway.networking.k8s.io/v1
+kind: GRPCRoute
+metadata:
+  name: echo
+spec:
+  rules:
+  - matches:
+    - method:
+        service: test.Echo
+    backendRefs:
+    - group: gateway.envoyproxy.io
+      kind: Backend
+      name: echo
+"""
+
+    def calls(port: int):
+        with channel(port) as ch:
+            return ch.unary_unary("/test.Echo/Unary")(b"hello", timeout=10), list(
+                ch.unary_stream("/test.Echo/Stream")(b"2", timeout=10))
+
+    async with proxy(tmp_path, backend, config(backend, route, app_protocols="")) as (_, port):
+        answer, streamed = await asyncio.to_thread(calls, port)
+    assert (answer, streamed) == (b"echo:hello", [b"message 0", b"message 1"])
 
 
 async def test_concurrent_calls_share_one_upstream_connection(service, tmp_path):

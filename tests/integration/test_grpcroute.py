@@ -1,7 +1,8 @@
 """GRPCRoute matching and precedence on the real data plane: gRPC-shaped requests (POST
 ``/<service>/<method>``, ``content-type: application/grpc``) over HTTP/2 with prior
-knowledge, written with the h2 library, to an HTTP/1.1 echo upstream. Each rule names itself
-in a response header (``x-rule``), so a test sees which one answered."""
+knowledge, written with the h2 library, to an HTTP/2 upstream (a GRPCRoute's backends are
+always reached over HTTP/2, as in Envoy Gateway, though the Backend does not say h2c). Each
+rule names itself in a response header (``x-rule``), so a test sees which one answered."""
 from __future__ import annotations
 
 import asyncio
@@ -13,7 +14,9 @@ from pathlib import Path
 import h2.config
 import h2.connection
 import h2.events
+import pytest
 
+from tests.helpers.h2server import H2Reply, H2Request, H2Upstream
 from tests.helpers.http import Client, Upstream
 from tests.helpers.proxy import serve_with_admin
 
@@ -74,12 +77,23 @@ class GrpcClient:
 
 
 
-def backend(port: int) -> str:
+@pytest.fixture
+async def grpc_upstream():
+    """An HTTP/2 (prior knowledge) upstream answering every call with grpc-status 0."""
+    def ok(request: H2Request) -> H2Reply:
+        return H2Reply(headers=[(b"content-type", b"application/grpc")], body=EMPTY_MESSAGE,
+                       trailers=[(b"grpc-status", b"0")])
+    up = await H2Upstream(ok).start()
+    yield up
+    await up.stop()
+
+
+def backend(port: int, name: str = "echo") -> str:
     return f"""\
 apiVersion: gateway.envoyproxy.io/v1alpha1
 kind: Backend
 metadata:
-  name: echo
+  name: {name}
 spec:
   endpoints:
   - ip:
@@ -134,7 +148,7 @@ async def proxy(tmp_path: Path, config: str):
             await client.stream.close()
 
 
-async def test_method_matches_exact_service_method_regex_and_none(upstream: Upstream, tmp_path):
+async def test_method_matches_exact_service_method_regex_and_none(grpc_upstream: H2Upstream, tmp_path):
     rules = "  rules:\n" + "".join([
         rule("exact", "    - method:\n        service: grpc.echo.Echo\n        method: Say\n"),
         rule("service", "    - method:\n        service: grpc.echo.Echo\n"),
@@ -143,7 +157,7 @@ async def test_method_matches_exact_service_method_regex_and_none(upstream: Upst
                       "        method: Get.*\n"),
         rule("regex-method", "    - method:\n        type: RegularExpression\n        method: Put|Post\n"),
     ])
-    async with proxy(tmp_path, documents(backend(upstream.port), grpc_route("echo", rules))) as (client, _, _):
+    async with proxy(tmp_path, documents(backend(grpc_upstream.port), grpc_route("echo", rules))) as (client, _, _):
         answered = {path: await client.rule(path) for path in [
             "/grpc.echo.Echo/Say",
             "/grpc.echo.Echo/Other",
@@ -172,19 +186,19 @@ async def test_method_matches_exact_service_method_regex_and_none(upstream: Upst
         "/any.Service/Post": "regex-method",
         "/any.Service/PutAll": "grpc-status 12",
     }
-    say = upstream.seen[0]
-    assert (say.method, say.path, say.body) == ("POST", "/grpc.echo.Echo/Say", EMPTY_MESSAGE)
-    assert ("content-type", "application/grpc") in say.headers
+    say = grpc_upstream.requests[0]
+    assert (say.header(":method"), say.header(":path"), say.body) == ("POST", "/grpc.echo.Echo/Say", EMPTY_MESSAGE)
+    assert say.header("content-type") == "application/grpc"
 
 
-async def test_the_http_method_is_not_matched(upstream: Upstream, tmp_path):
+async def test_the_http_method_is_not_matched(grpc_upstream: H2Upstream, tmp_path):
     rules = "  rules:\n" + rule("exact", "    - method:\n        service: grpc.echo.Echo\n        method: Say\n")
-    async with proxy(tmp_path, documents(backend(upstream.port), grpc_route("echo", rules))) as (client, _, _):
+    async with proxy(tmp_path, documents(backend(grpc_upstream.port), grpc_route("echo", rules))) as (client, _, _):
         response = await client.call("/grpc.echo.Echo/Say", method="PUT")
     assert response["x-rule"] == "exact"
 
 
-async def test_header_matches(upstream: Upstream, tmp_path):
+async def test_header_matches(grpc_upstream: H2Upstream, tmp_path):
     method = "    - method:\n        service: grpc.echo.Echo\n"
     rules = "  rules:\n" + "".join([
         rule("none", method),
@@ -194,7 +208,7 @@ async def test_header_matches(upstream: Upstream, tmp_path):
                                            "        value: v[0-9]+\n"),
         rule("headers-only", "    - headers:\n      - name: x-tenant\n        value: b\n"),
     ])
-    async with proxy(tmp_path, documents(backend(upstream.port), grpc_route("echo", rules))) as (client, _, _):
+    async with proxy(tmp_path, documents(backend(grpc_upstream.port), grpc_route("echo", rules))) as (client, _, _):
         answered = [
             await client.rule("/grpc.echo.Echo/Say"),
             await client.rule("/grpc.echo.Echo/Say", headers=(("x-tenant", "a"),)),
@@ -207,10 +221,10 @@ async def test_header_matches(upstream: Upstream, tmp_path):
     assert answered == ["none", "tenant", "tenant-and-version", "tenant", "none", "headers-only", "grpc-status 12"]
 
 
-async def test_hostnames_exact_then_the_longest_wildcard_then_any(upstream: Upstream, tmp_path):
+async def test_hostnames_exact_then_the_longest_wildcard_then_any(grpc_upstream: H2Upstream, tmp_path):
     same = "    - method:\n        service: grpc.echo.Echo\n"
     config = documents(
-        backend(upstream.port),
+        backend(grpc_upstream.port),
         grpc_route("any", "  rules:\n" + rule("any", same)),
         grpc_route("wild", "  rules:\n" + rule("wildcard", same), hostnames='"*.example.com"'),
         grpc_route("deep", "  rules:\n" + rule("deeper-wildcard", same), hostnames='"*.api.example.com"'),
@@ -232,9 +246,9 @@ async def test_hostnames_exact_then_the_longest_wildcard_then_any(upstream: Upst
     }
 
 
-async def test_precedence_service_then_method_then_headers_then_age_then_name(upstream: Upstream, tmp_path):
+async def test_precedence_service_then_method_then_headers_then_age_then_name(grpc_upstream: H2Upstream, tmp_path):
     config = documents(
-        backend(upstream.port),
+        backend(grpc_upstream.port),
         grpc_route("old", "  rules:\n" + "".join([
             rule("old-service", "    - method:\n        service: a.B\n"),
             rule("old-service-regex", "    - method:\n        type: RegularExpression\n        service: x\\.Y\n"),
@@ -273,7 +287,8 @@ async def test_precedence_service_then_method_then_headers_then_age_then_name(up
     }
 
 
-async def test_a_grpcroute_and_an_httproute_share_a_host(upstream: Upstream, tmp_path):
+async def test_a_grpcroute_and_an_httproute_share_a_host(grpc_upstream: H2Upstream, upstream: Upstream,
+                                                        tmp_path):
     http_route = """\
 apiVersion: gateway.networking.k8s.io/v1
 kind: HTTPRoute
@@ -291,11 +306,11 @@ spec:
     backendRefs:
     - group: gateway.envoyproxy.io
       kind: Backend
-      name: echo
+      name: web
 """
     grpc = grpc_route("api", "  rules:\n" + rule("grpc", "    - method:\n        service: grpc.echo.Echo\n"),
                       hostnames="app.example.com")
-    async with proxy(tmp_path, documents(backend(upstream.port), http_route, grpc)) as (client, port, _):
+    async with proxy(tmp_path, documents(backend(grpc_upstream.port), backend(upstream.port, "web"), http_route, grpc)) as (client, port, _):
         over_h2 = [await client.rule("/grpc.echo.Echo/Say", "app.example.com"),
                    await client.rule("/index.html", "app.example.com")]
         http1 = await Client.connect(port)
@@ -307,12 +322,14 @@ spec:
             await http1.close()
     assert over_h2 == ["grpc", "web"]
     assert over_http1 == "grpc"
+    # both gRPC calls reached the backend over HTTP/2, the HTTP/1.1 client's too
+    assert [r.header(":path") for r in grpc_upstream.requests] == ["/grpc.echo.Echo/Say"] * 2
 
 
-async def test_status_in_the_config_dump(upstream: Upstream, tmp_path):
+async def test_status_in_the_config_dump(grpc_upstream: H2Upstream, tmp_path):
     rules = "  rules:\n" + rule("exact", "    - method:\n        service: grpc.echo.Echo\n        method: Say\n")
     missing = grpc_route("missing", "  rules:\n" + rule("missing").replace("name: echo\n", "name: nowhere\n"))
-    async with proxy(tmp_path, documents(backend(upstream.port), grpc_route("echo", rules), missing)) as (
+    async with proxy(tmp_path, documents(backend(grpc_upstream.port), grpc_route("echo", rules), missing)) as (
             client, _, admin_port):
         dump = await asyncio.to_thread(_get_json, f"http://127.0.0.1:{admin_port}/config_dump")
         missing = await client.call("/any.Service/Call")
