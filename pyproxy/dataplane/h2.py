@@ -13,13 +13,22 @@ Flow control both ways:
   passes ``buffer_limit`` the forwarder stops reading the upstream until the client opens
   its window again.
 
-Limits (Envoy's defaults where it has them): 100 concurrent streams per connection (more are
-refused by h2 with a stream error), the header list size of ``max_header_bytes``, and the
+Limits (Envoy's defaults where it has them): 100 concurrent streams per connection (a stream
+beyond them is refused alone, RST_STREAM REFUSED_STREAM, as nghttp2 does in Envoy; the rest
+of the connection goes on), the header list size of ``max_header_bytes``, and the
 rapid-reset budget: a connection on which clients reset streams before their response
-ended, at least ``RESET_BUDGET`` times and for more than half of its streams, is closed with
-GOAWAY ENHANCE_YOUR_CALM (CVE-2023-44487). A client that does not read what the proxy
-writes is not read either (PING and SETTINGS floods then cost nothing); a CONTINUATION flood
-ends at the header list size. A drain sends GOAWAY, lets the open streams finish and closes.
+ended, or opened streams that were refused, at least ``RESET_BUDGET`` times and for more than
+half of its streams, is closed with GOAWAY ENHANCE_YOUR_CALM (CVE-2023-44487).
+
+Floods, with Envoy's limits (``Http2ProtocolOptions``), each closing the connection with
+GOAWAY ENHANCE_YOUR_CALM: more than ``MAX_OUTBOUND_CONTROL_FRAMES`` PING and SETTINGS acks and
+refusals owed to a client whose socket does not take them (a client that reads its acks may
+ping as it likes; one that does not read is not read either, so what the proxy owes it stays
+bounded); PRIORITY frames beyond ``MAX_PRIORITY_PER_STREAM`` per stream opened; WINDOW_UPDATE
+frames beyond ``5 + 2 * (streams + MAX_WINDOW_UPDATES_PER_DATA * DATA frames sent)``; more than
+``MAX_EMPTY_FRAMES`` DATA frames in a row with neither bytes nor END_STREAM. A CONTINUATION
+flood ends in h2 (64 frames at most per header block) and at the header list size. A drain
+sends GOAWAY, lets the open streams finish and closes.
 """
 from __future__ import annotations
 
@@ -58,6 +67,13 @@ PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 MAX_CONCURRENT_STREAMS = 100
 RESET_BUDGET = 100
 MAX_FRAME = 16384
+MAX_OUTBOUND_CONTROL_FRAMES = 1000  # Envoy's max_outbound_control_frames
+MAX_PRIORITY_PER_STREAM = 100  # max_inbound_priority_frames_per_stream
+MAX_WINDOW_UPDATES_PER_DATA = 10  # max_inbound_window_update_frames_per_data_frame_sent
+MAX_EMPTY_FRAMES = 1  # max_consecutive_inbound_frames_with_empty_payload
+# what h2 itself enforces: it treats a stream over its limit as a connection error, so its
+# limit sits above the advertised one and the proxy refuses the stream over 100 itself
+_H2_STREAM_CEILING = 2**31 - 1
 
 
 class Stream:
@@ -175,6 +191,11 @@ class H2Protocol(asyncio.Protocol):
         self.tunnel = None  # (an HTTP/2 connection is never a tunnel)
         self.started = 0  # streams opened
         self.resets = 0  # streams the client reset before their response ended
+        self.control_owed = 0  # acks and refusals written since the socket last took all
+        self.priorities = 0  # PRIORITY frames received
+        self.window_updates = 0  # WINDOW_UPDATE frames received
+        self.data_frames_sent = 0
+        self.empty_frames = 0  # DATA frames in a row with no bytes and no END_STREAM
         self.deadline = 0.0
         self.deadline_cb: Callable[[], None] | None = None
         self.progress = 0
@@ -193,7 +214,10 @@ class H2Protocol(asyncio.Protocol):
         # uvloop's transports implement asyncio.Transport without subclassing it
         self.transport = cast(asyncio.Transport, transport)
         self.ctx.connections.add(self)
-        self.conn.initiate_connection()
+        self.conn.initiate_connection()  # advertises MAX_CONCURRENT_STREAMS
+        settings = self.conn.local_settings
+        settings[h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS] = _H2_STREAM_CEILING
+        settings.acknowledge()  # in force at once and never sent: h2's own ceiling only
         self.flush()
         self._arm_idle()
 
@@ -208,22 +232,52 @@ class H2Protocol(asyncio.Protocol):
             self._close_with(getattr(exc, "error_code", h2.errors.ErrorCodes.PROTOCOL_ERROR))
             return
         for event in events:
-            if isinstance(event, h2.events.RequestReceived):
-                self._request(event.stream_id, event.headers, event.stream_ended is not None)
-            elif isinstance(event, h2.events.DataReceived):
+            if isinstance(event, h2.events.DataReceived):
+                if event.flow_controlled_length or event.stream_ended is not None:
+                    self.empty_frames = 0
+                else:
+                    self.empty_frames += 1
                 self._data(event.stream_id, event.data, event.flow_controlled_length)
-            elif isinstance(event, h2.events.StreamEnded):
-                self._request_end(event.stream_id)
-            elif isinstance(event, h2.events.StreamReset):
-                self._reset_by_client(event.stream_id)
-            elif isinstance(event, h2.events.WindowUpdated):
-                self._window_opened(event.stream_id)
-            elif isinstance(event, h2.events.ConnectionTerminated):
-                self.draining = True
+            else:
+                self.empty_frames = 0
+                if isinstance(event, h2.events.RequestReceived):
+                    self._request(event.stream_id, event.headers, event.stream_ended is not None)
+                elif isinstance(event, h2.events.StreamEnded):
+                    self._request_end(event.stream_id)
+                elif isinstance(event, h2.events.StreamReset):
+                    self._reset_by_client(event.stream_id)
+                elif isinstance(event, h2.events.WindowUpdated):
+                    self.window_updates += 1
+                    self._window_opened(event.stream_id)
+                elif isinstance(event, (h2.events.PingReceived, h2.events.RemoteSettingsChanged)):
+                    self.control_owed += 1  # h2 writes the ack
+                elif isinstance(event, h2.events.PriorityUpdated):
+                    self.priorities += 1
+                elif isinstance(event, h2.events.ConnectionTerminated):
+                    self.draining = True
             if self.closed:
                 return
         self.flush()
+        flood = self._flood()
+        if flood:
+            log.warning("%s: HTTP/2 flood (%s): closing the connection", self.peer, flood)
+            self._close_with(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
+            return
         self._maybe_close()
+
+    def _flood(self) -> str | None:
+        """What the client floods the connection with, if it passed Envoy's limits."""
+        if self.transport.get_write_buffer_size() == 0:
+            self.control_owed = 0  # the socket took every ack written so far
+        elif self.control_owed > MAX_OUTBOUND_CONTROL_FRAMES:
+            return f"{self.control_owed} PING/SETTINGS acks and refusals not read"
+        if self.priorities > MAX_PRIORITY_PER_STREAM * (1 + self.started):
+            return f"{self.priorities} PRIORITY frames for {self.started} streams"
+        if self.window_updates > 5 + 2 * (self.started + MAX_WINDOW_UPDATES_PER_DATA * self.data_frames_sent):
+            return f"{self.window_updates} WINDOW_UPDATE frames for {self.data_frames_sent} DATA frames sent"
+        if self.empty_frames > MAX_EMPTY_FRAMES:
+            return f"{self.empty_frames} empty DATA frames in a row"
+        return None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -260,6 +314,9 @@ class H2Protocol(asyncio.Protocol):
     def _request(self, stream_id: int, headers: list[tuple[bytes, bytes]], ended: bool) -> None:
         self.started += 1
         self.deadline_cb = None
+        if len(self.streams) >= MAX_CONCURRENT_STREAMS:
+            self._refuse(stream_id)
+            return
         head = RequestHead()
         pseudo: dict[bytes, bytes] = {}
         regular: list[tuple[bytes, bytes]] = []
@@ -310,6 +367,14 @@ class H2Protocol(asyncio.Protocol):
         ex.advance(Ev.FORWARD)
         forwarder = ex.forwarder = Forwarder(stream, ex, route, backend, request)
         forwarder.start(ended)
+
+    def _refuse(self, stream_id: int) -> None:
+        """A stream over the concurrency limit: refused unprocessed (the client may send it
+        again), and counted with the client's resets, as it cost the proxy the same."""
+        self.conn.reset_stream(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)
+        self.control_owed += 1
+        self.resets += 1
+        self._check_reset_budget()
 
     def _data(self, stream_id: int, data: bytes, flow_controlled: int) -> None:
         stream = self.streams.get(stream_id)
@@ -365,9 +430,12 @@ class H2Protocol(asyncio.Protocol):
                 ex.details = "http2.remote_reset"
             ex.advance(Ev.LOST)
             self._log(ex)
+        self._check_reset_budget()
+
+    def _check_reset_budget(self) -> None:
         if self.resets >= RESET_BUDGET and self.resets * 2 > self.started:
-            log.warning("%s: %d of %d HTTP/2 streams reset by the client: closing the connection (rapid reset)",
-                        self.peer, self.resets, self.started)
+            log.warning("%s: %d of %d HTTP/2 streams reset by the client or refused: closing the connection"
+                        " (rapid reset)", self.peer, self.resets, self.started)
             self._close_with(h2.errors.ErrorCodes.ENHANCE_YOUR_CALM)
 
     # ------------------------------------------------------------------ responses
@@ -408,7 +476,9 @@ class H2Protocol(asyncio.Protocol):
                 self._finish(stream)
                 return
         try:
-            stream.out_size -= send_within_window(conn, sid, stream.out)
+            sent = send_within_window(conn, sid, stream.out)
+            stream.out_size -= sent
+            self.data_frames_sent += -(-sent // conn.max_outbound_frame_size)
             if stream.ending and not stream.out:
                 if stream.trailers is not None:
                     self.send_headers(sid, stream.trailers, end=True)
@@ -538,7 +608,11 @@ class H2Protocol(asyncio.Protocol):
         for stream in list(self.streams.values()):
             if stream.ex.forwarder is not None:
                 stream.ex.forwarder.cancel()
-        self.transport.close()
+        if self.transport.get_write_buffer_size():
+            # a client that is not reading would hold a flushing close open for ever
+            self.transport.abort()
+        else:
+            self.transport.close()
 
     def _arm_idle(self) -> None:
         self.deadline = self.loop.time() + self.limits.idle_timeout

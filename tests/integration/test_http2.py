@@ -13,10 +13,22 @@ import h2.connection
 import h2.errors
 import h2.events
 import h2.exceptions
+import hpack
 import pytest
+from hyperframe.frame import (
+    ContinuationFrame,
+    DataFrame,
+    Frame,
+    GoAwayFrame,
+    HeadersFrame,
+    PingFrame,
+    PriorityFrame,
+    WindowUpdateFrame,
+)
 
 from tests.conftest import serve_ir
 from tests.dataplane.test_misdirected import FIRST, SECOND, listener_group
+from tests.helpers.h2client import H2Client as AsyncH2Client
 from tests.helpers.proxy import proxy_to
 
 pytestmark = pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
@@ -187,3 +199,111 @@ async def test_a_drain_says_goaway_and_closes_an_idle_connection(upstream):
     assert cut == 0
     assert [type(e) for e in events] == [h2.events.ConnectionTerminated]
     assert closed == b""
+
+
+async def test_a_stream_over_the_concurrency_limit_is_refused_alone(upstream):
+    """100 streams at once are served; the 101st, sent before the client has read the
+    proxy's SETTINGS, is refused alone (REFUSED_STREAM), and the connection goes on."""
+    async with proxy_to(upstream.port) as (_, port):
+        client = await AsyncH2Client.connect(port)
+        try:
+            sids = [await client.start("/delay/0.5") for _ in range(101)]
+            responses = [await client.response(sid) for sid in sids]
+            later = await client.request("/after")
+        finally:
+            await client.close()
+    assert [r.reset for r in responses[:100]] == [None] * 100
+    assert {r.status for r in responses[:100]} == {200}
+    assert responses[100].reset == h2.errors.ErrorCodes.REFUSED_STREAM
+    assert (later.reset, later.status) == (None, 200)
+    assert len(upstream.seen) == 101  # the refused stream never went upstream
+
+
+def frames_attack(port: int, frames: list[Frame] | list[bytes], rcvbuf: int | None = None) -> tuple[bool, int | None]:
+    """Send the client preface, then ``frames`` (or serialized runs of them; as fast as the
+    proxy reads them, never reading its answers until the end); returns whether the proxy
+    closed the connection and the error code of the GOAWAY it sent, if one was read."""
+    client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    client.initiate_connection()
+    with socket.socket() as sock:
+        if rcvbuf is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        sock.settimeout(10)
+        sock.connect(("127.0.0.1", port))
+        try:
+            sock.sendall(client.data_to_send())
+            for frame in frames:
+                sock.sendall(frame if isinstance(frame, bytes) else frame.serialize())
+        except (BrokenPipeError, ConnectionResetError):
+            return True, None
+        except TimeoutError:
+            return False, None  # the proxy stopped reading and kept the connection
+        code = None
+        try:
+            while data := sock.recv(65536):
+                for frame in _parse_frames(data):
+                    if isinstance(frame, GoAwayFrame):
+                        code = frame.error_code
+        except ConnectionResetError:
+            pass
+        except TimeoutError:
+            return False, code
+    return True, code
+
+
+def _parse_frames(data: bytes):
+    while len(data) >= 9:
+        frame, length = Frame.parse_frame_header(memoryview(data[:9]))
+        if len(data) < 9 + length:
+            return
+        frame.parse_body(memoryview(data[9:9 + length]))
+        yield frame
+        data = data[9 + length:]
+
+
+def _headers(stream_id: int, end_stream: bool, end_headers: bool = True) -> HeadersFrame:
+    encoder = hpack.Encoder()
+    frame = HeadersFrame(stream_id, encoder.encode([(":method", "POST"), (":path", "/"), (":scheme", "http"),
+                                                    (":authority", "a")]))
+    for flag, wanted in (("END_STREAM", end_stream), ("END_HEADERS", end_headers)):
+        if wanted:
+            frame.flags.add(flag)
+    return frame
+
+
+@pytest.mark.parametrize(("flood", "frames"), [
+    ("empty DATA frames", lambda: [_headers(1, end_stream=False), DataFrame(1), DataFrame(1), DataFrame(1)]),
+    ("PRIORITY frames", lambda: [PriorityFrame(2 * i + 1, depends_on=0) for i in range(200)]),
+    ("WINDOW_UPDATE frames", lambda: [WindowUpdateFrame(0, window_increment=1) for _ in range(100)]),
+])
+async def test_a_frame_flood_closes_the_connection_with_enhance_your_calm(upstream, flood, frames):
+    async with proxy_to(upstream.port) as (_, port):
+        closed, code = await asyncio.to_thread(frames_attack, port, frames())
+        served = await asyncio.to_thread(curl, "--http2-prior-knowledge", "-o", "/dev/null", "-w", "%{http_code}",
+                                         f"http://127.0.0.1:{port}/after")
+    assert closed, flood
+    assert code == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM, flood
+    assert served.stdout == "200"
+
+
+async def test_a_continuation_flood_ends_at_64_frames(upstream):
+    flood = [_headers(1, end_stream=True, end_headers=False)]
+    flood += [ContinuationFrame(1, data=b"\x40\x01a\x01b") for _ in range(1000)]  # literal "a: b" each
+    async with proxy_to(upstream.port) as (_, port):
+        closed, code = await asyncio.to_thread(frames_attack, port, flood)
+    assert closed
+    assert code == h2.errors.ErrorCodes.PROTOCOL_ERROR
+    assert upstream.seen == []
+
+
+async def test_a_ping_flood_that_is_not_read_closes_the_connection(upstream):
+    """The attacker never reads the PING acks (and keeps its receive buffer small): once the
+    kernel holds what it will of them (4 MiB here) and more than 1000 wait in the proxy, the
+    connection is closed; another client is served."""
+    pings = [PingFrame(0, opaque_data=b"12345678").serialize() * 1000] * 600  # 10 MiB
+    async with proxy_to(upstream.port) as (_, port):
+        closed, _ = await asyncio.to_thread(frames_attack, port, pings, 4096)
+        served = await asyncio.to_thread(curl, "--http2-prior-knowledge", "-o", "/dev/null", "-w", "%{http_code}",
+                                         f"http://127.0.0.1:{port}/after")
+    assert closed
+    assert served.stdout == "200"
