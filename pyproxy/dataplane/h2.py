@@ -44,6 +44,7 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
+from hyperframe.frame import GoAwayFrame
 
 from .. import errors
 from ..errors import ProxyError
@@ -54,7 +55,7 @@ from .encode import end_to_end, upstream_request
 from .exchange import Exchange, access_entry, request_id
 from .forward import Forwarder
 from .framing import RequestHead, validate
-from .h2flow import send_within_window
+from .h2flow import SparingConnection, send_within_window
 from .states import Ev, Req, Resp
 
 if TYPE_CHECKING:
@@ -179,7 +180,7 @@ class H2Protocol(asyncio.Protocol):
         self.peer, self.peer_b, self.local_addr = peer, peer_b, local
         self.stats = stats
         config = h2.config.H2Configuration(client_side=False, header_encoding=None, validate_inbound_headers=True)
-        self.conn = h2.connection.H2Connection(config=config)
+        self.conn = SparingConnection(config=config)
         self.conn.local_settings = h2.settings.Settings(client=False, initial_values={
             h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS,
             h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: self.limits.max_header_bytes,
@@ -187,6 +188,7 @@ class H2Protocol(asyncio.Protocol):
         self.streams: dict[int, Stream] = {}
         self.closed = False
         self.draining = False
+        self.goaway_last: int | None = None  # the last stream id of the GOAWAY a drain sent
         self.write_paused = False
         self.tunnel = None  # (an HTTP/2 connection is never a tunnel)
         self.started = 0  # streams opened
@@ -314,6 +316,9 @@ class H2Protocol(asyncio.Protocol):
     def _request(self, stream_id: int, headers: list[tuple[bytes, bytes]], ended: bool) -> None:
         self.started += 1
         self.deadline_cb = None
+        if self.goaway_last is not None and stream_id > self.goaway_last:
+            self.conn.reset_stream(stream_id, h2.errors.ErrorCodes.REFUSED_STREAM)  # sent after our GOAWAY
+            return
         if len(self.streams) >= MAX_CONCURRENT_STREAMS:
             self._refuse(stream_id)
             return
@@ -579,8 +584,11 @@ class H2Protocol(asyncio.Protocol):
         if self.closed or self.draining:
             return
         self.draining = True
-        self.conn.close_connection(last_stream_id=self.conn.highest_inbound_stream_id)
+        self.goaway_last = self.conn.highest_inbound_stream_id
         self.flush()
+        # h2 sends nothing more, not even on the streams in flight, once it has sent a GOAWAY
+        # itself (its connection state machine is CLOSED then): the frame is written beside it
+        self.transport.write(GoAwayFrame(0, last_stream_id=self.goaway_last).serialize())
         self._maybe_close()
 
     def _maybe_close(self) -> None:

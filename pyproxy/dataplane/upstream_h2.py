@@ -33,12 +33,11 @@ import h2.errors
 import h2.events
 import h2.exceptions
 import h2.settings
-from hyperframe.frame import Frame, GoAwayFrame
 
 from ..errors import ProxyError, UpstreamProtocolError, UpstreamRefused, UpstreamReset, UpstreamStreamReset
 from ..stats import HostStats
 from .encode import UpstreamRequest, http2_headers
-from .h2flow import send_within_window
+from .h2flow import SparingConnection, send_within_window
 from .limits import Limits
 from .upstream import PoolKey, ResponseSink
 
@@ -49,26 +48,6 @@ CONNECTION_WINDOW = 16 * 1024 * 1024  # ... and on the whole connection
 _DEFAULT_WINDOW = 65535  # the connection window before our WINDOW_UPDATE
 
 Headers = list[tuple[bytes, bytes]]
-
-
-class _Connection(h2.connection.H2Connection):
-    """h2's client connection, except that a GOAWAY lets the streams it spares finish.
-
-    h2 takes a received GOAWAY for the end of the whole connection (python-hyper/h2#1181): its
-    state turns CLOSED, the frames it queued are dropped, and any later frame (the DATA of a
-    stream at or below the GOAWAY's last stream id, which RFC 9113 §6.8 lets complete) is a
-    protocol error. Here the GOAWAY is only reported; opening no new stream on the connection
-    is ``H2UpstreamConnection``'s rule."""
-
-    def _receive_goaway_frame(self, frame: GoAwayFrame) -> tuple[list[Frame], list[h2.events.Event]]:
-        event = h2.events.ConnectionTerminated()
-        try:
-            event.error_code = h2.errors.ErrorCodes(frame.error_code)
-        except ValueError:
-            event.error_code = frame.error_code
-        event.last_stream_id = frame.last_stream_id
-        event.additional_data = frame.additional_data or None
-        return [], [event]
 
 
 class H2Stream:
@@ -141,7 +120,7 @@ class H2UpstreamConnection(asyncio.Protocol):
         self.key = key
         self.limits = limits
         config = h2.config.H2Configuration(client_side=True, header_encoding=None, validate_inbound_headers=True)
-        self.conn = _Connection(config=config)
+        self.conn = SparingConnection(config=config)
         self.conn.local_settings = h2.settings.Settings(client=True, initial_values={
             h2.settings.SettingCodes.ENABLE_PUSH: 0,
             h2.settings.SettingCodes.INITIAL_WINDOW_SIZE: STREAM_WINDOW,

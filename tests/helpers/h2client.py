@@ -4,11 +4,13 @@ HEADERS, several streams at once."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 import h2.config
 import h2.connection
 import h2.events
+from hyperframe.frame import Frame
 
 from tests.helpers.http import close_writer
 
@@ -52,13 +54,13 @@ class H2Client:
         await self.writer.drain()
 
     async def start(self, path: str, method: str = "GET", headers: Headers | None = None,
-                    end: bool = True) -> int:
+                    end: bool = True, authority: bytes = b"test") -> int:
         """Send a request's HEADERS (with END_STREAM when ``end``); returns its stream id."""
         sid = self.conn.get_next_available_stream_id()
         self.responses[sid] = H2Response()
         self.done[sid] = asyncio.Event()
         self.conn.send_headers(sid, [(b":method", method.encode()), (b":scheme", b"http"),
-                                     (b":authority", b"test"), (b":path", path.encode()), *(headers or [])],
+                                     (b":authority", authority), (b":path", path.encode()), *(headers or [])],
                                end_stream=end)
         await self._flush()
         return sid
@@ -109,3 +111,15 @@ class H2Client:
 
     async def close(self) -> None:
         await close_writer(self.writer)
+
+
+def parse_frames(data: bytes) -> Iterator[Frame]:
+    """The whole frames in ``data`` (read raw, for tests that must see frames h2 would refuse
+    to take, such as a response after the GOAWAY that announced it)."""
+    while len(data) >= 9:
+        frame, length = Frame.parse_frame_header(memoryview(data[:9]))
+        if len(data) < 9 + length:
+            return
+        frame.parse_body(memoryview(data[9:9 + length]))
+        yield frame
+        data = data[9 + length:]

@@ -29,6 +29,7 @@ from hyperframe.frame import (
 from tests.conftest import serve_ir
 from tests.dataplane.test_misdirected import FIRST, SECOND, listener_group
 from tests.helpers.h2client import H2Client as AsyncH2Client
+from tests.helpers.h2client import parse_frames
 from tests.helpers.proxy import proxy_to
 
 pytestmark = pytest.mark.skipif(shutil.which("curl") is None, reason="curl is not installed")
@@ -219,10 +220,10 @@ async def test_a_stream_over_the_concurrency_limit_is_refused_alone(upstream):
     assert len(upstream.seen) == 101  # the refused stream never went upstream
 
 
-def frames_attack(port: int, frames: list[Frame] | list[bytes], rcvbuf: int | None = None) -> tuple[bool, int | None]:
-    """Send the client preface, then ``frames`` (or serialized runs of them; as fast as the
-    proxy reads them, never reading its answers until the end); returns whether the proxy
-    closed the connection and the error code of the GOAWAY it sent, if one was read."""
+def frames_attack(port: int, runs: list[bytes], rcvbuf: int | None = None) -> tuple[bool, int | None]:
+    """Send the client preface, then ``runs`` of serialized frames (one after another, as fast
+    as the proxy reads them), never reading the proxy's answers until the end; returns whether
+    the proxy closed the connection and the error code of the GOAWAY it sent, if one was read."""
     client = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
     client.initiate_connection()
     with socket.socket() as sock:
@@ -232,8 +233,8 @@ def frames_attack(port: int, frames: list[Frame] | list[bytes], rcvbuf: int | No
         sock.connect(("127.0.0.1", port))
         try:
             sock.sendall(client.data_to_send())
-            for frame in frames:
-                sock.sendall(frame if isinstance(frame, bytes) else frame.serialize())
+            for run in runs:
+                sock.sendall(run)
         except (BrokenPipeError, ConnectionResetError):
             return True, None
         except TimeoutError:
@@ -241,7 +242,7 @@ def frames_attack(port: int, frames: list[Frame] | list[bytes], rcvbuf: int | No
         code = None
         try:
             while data := sock.recv(65536):
-                for frame in _parse_frames(data):
+                for frame in parse_frames(data):
                     if isinstance(frame, GoAwayFrame):
                         code = frame.error_code
         except ConnectionResetError:
@@ -251,14 +252,9 @@ def frames_attack(port: int, frames: list[Frame] | list[bytes], rcvbuf: int | No
     return True, code
 
 
-def _parse_frames(data: bytes):
-    while len(data) >= 9:
-        frame, length = Frame.parse_frame_header(memoryview(data[:9]))
-        if len(data) < 9 + length:
-            return
-        frame.parse_body(memoryview(data[9:9 + length]))
-        yield frame
-        data = data[9 + length:]
+def serialized(frames: list[Frame]) -> list[bytes]:
+    """``frames`` as one run (sent at once, before the proxy can answer any of them)."""
+    return [b"".join(f.serialize() for f in frames)]
 
 
 def _headers(stream_id: int, end_stream: bool, end_headers: bool = True) -> HeadersFrame:
@@ -278,7 +274,7 @@ def _headers(stream_id: int, end_stream: bool, end_headers: bool = True) -> Head
 ])
 async def test_a_frame_flood_closes_the_connection_with_enhance_your_calm(upstream, flood, frames):
     async with proxy_to(upstream.port) as (_, port):
-        closed, code = await asyncio.to_thread(frames_attack, port, frames())
+        closed, code = await asyncio.to_thread(frames_attack, port, serialized(frames()))
         served = await asyncio.to_thread(curl, "--http2-prior-knowledge", "-o", "/dev/null", "-w", "%{http_code}",
                                          f"http://127.0.0.1:{port}/after")
     assert closed, flood
@@ -290,7 +286,7 @@ async def test_a_continuation_flood_ends_at_64_frames(upstream):
     flood = [_headers(1, end_stream=True, end_headers=False)]
     flood += [ContinuationFrame(1, data=b"\x40\x01a\x01b") for _ in range(1000)]  # literal "a: b" each
     async with proxy_to(upstream.port) as (_, port):
-        closed, code = await asyncio.to_thread(frames_attack, port, flood)
+        closed, code = await asyncio.to_thread(frames_attack, port, serialized(flood))
     assert closed
     assert code == h2.errors.ErrorCodes.PROTOCOL_ERROR
     assert upstream.seen == []
@@ -307,3 +303,22 @@ async def test_a_ping_flood_that_is_not_read_closes_the_connection(upstream):
                                          f"http://127.0.0.1:{port}/after")
     assert closed
     assert served.stdout == "200"
+
+
+async def test_a_client_goaway_lets_its_streams_in_flight_finish(upstream):
+    """A client that says GOAWAY (as a browser closing a tab's connection does) still gets the
+    answers to the streams it opened before; then the proxy closes the connection."""
+    async with proxy_to(upstream.port) as (_, port):
+        client = await AsyncH2Client.connect(port)
+        sid = await client.start("/delay/0.3")
+        client.conn.close_connection()
+        await client._flush()
+        received = b""
+        async with asyncio.timeout(10):
+            while data := await client.reader.read(65536):
+                received += data  # raw: h2 refuses to take frames once it has sent GOAWAY itself
+        await client.close()
+    frames = list(parse_frames(received))
+    statuses = [hpack.Decoder().decode(f.data)[0] for f in frames if isinstance(f, HeadersFrame)]
+    ended = [f.stream_id for f in frames if isinstance(f, DataFrame) and "END_STREAM" in f.flags]
+    assert (statuses, ended) == ([(":status", "200")], [sid])

@@ -12,9 +12,12 @@ import time
 import urllib.request
 from pathlib import Path
 
+import hpack
 import pytest
 import trustme
+from hyperframe.frame import DataFrame, GoAwayFrame, HeadersFrame
 
+from tests.helpers.h2client import H2Client, parse_frames
 from tests.helpers.http import Client
 from tests.helpers.named import HOST, Named, ready, route_config
 from tests.helpers.proc import CliProcess, free_port
@@ -303,3 +306,39 @@ async def test_a_certificate_change_keeps_the_socket_and_serves_the_new_certific
     finally:
         code, lines = proxy.stop()
     assert code == 0, "\n".join(lines)
+
+
+async def test_an_http2_connection_on_a_removed_listener_gets_goaway_after_its_stream(targets, tmp_path):
+    """HTTP/2 (prior knowledge) on a listener a reload removes: the stream in flight is
+    answered, GOAWAY says no new stream, and the connection closes."""
+    a, _ = targets
+    first, second = free_port(), free_port()
+    config = tmp_path / "gw.yaml"
+    config.write_text(route_config(a.port, listeners=(first, second)))
+    proxy = CliProcess("--config", str(config), "--bind-address", "127.0.0.1", "--admin", "off",
+                       "--access-log", "off", "--no-watch")
+    try:
+        await asyncio.to_thread(proxy.wait_for, "ready:")
+        client = await H2Client.connect(first)
+        arrived = a.arrived
+        sid = await client.start("/slow", authority=HOST.encode())
+        await a.wait_arrived(arrived + 1)
+        config.write_text(route_config(a.port, listeners=(second,)))
+        proxy.proc.send_signal(signal.SIGHUP)
+        await asyncio.to_thread(proxy.wait_for, "reloaded: generation 2")
+        # read raw to the end: h2 itself refuses frames that follow a GOAWAY it received
+        received = b""
+        async with asyncio.timeout(10):
+            while data := await client.reader.read(65536):
+                received += data
+        await client.close()
+    finally:
+        code, lines = proxy.stop()
+    assert code == 0, "\n".join(lines)
+    frames = list(parse_frames(received))
+    goaway = [f for f in frames if isinstance(f, GoAwayFrame)]
+    headers = [hpack.Decoder().decode(f.data) for f in frames if isinstance(f, HeadersFrame)]
+    body = b"".join(f.data for f in frames if isinstance(f, DataFrame) and f.stream_id == sid)
+    assert [(f.error_code, f.last_stream_id) for f in goaway] == [(0, sid)]
+    assert [h[0] for h in headers] == [(":status", "200")]
+    assert body == b"a"
