@@ -51,6 +51,14 @@ class RequestBodyTimeout(RequestTimeout):
     details = "request_body_timeout"
 
 
+class RequestOverallTimeout(RequestTimeout):
+    """The whole request was not received within the listener's ``request_timeout`` (Envoy's
+    ``request_timeout``, ClientTrafficPolicy ``requestReceivedTimeout``)."""
+
+    details = "request_overall_timeout"
+    body = "request timeout"
+
+
 class StreamIdleTimeout(ProxyError):
     """No byte moved either way for ``stream_idle_timeout`` (Envoy's SI)."""
 

@@ -381,17 +381,21 @@ class ListenerTLS:
 @dataclass(frozen=True, slots=True)
 class ClientSettings:
     """How a listener treats its clients (ClientTrafficPolicy); ``None`` means the runtime's
-    ``Limits`` value. Listeners sharing a port are one socket: the connection-level fields
-    (``connection_limit``, timeouts, TLS) of the first listener on the port apply to all.
+    ``Limits`` value, a timeout of 0 none. Listeners sharing a port are one socket: a
+    connection takes the settings of the listener its TLS server name selects (HTTPS), else
+    of the first listener on the port; the TLS handshake options are the first HTTPS
+    listener's (``dataplane/client.py``).
 
     ``request_headers_timeout``: the whole request head must arrive within it (408 and close);
     ``request_timeout``: the whole request, body included; ``idle_timeout``: a keep-alive
     connection with no request is closed after it. ``connection_limit``: connections served
-    at once on the port; more wait in the accept queue, those served are unharmed.
+    at once; one more is closed at once (Envoy's connection limit filter), those served are
+    unharmed.
     ``buffer_limit``: per-connection body buffering. ``headers_with_underscores``: Envoy's
     action (RejectRequest → 400, DropHeader, Allow). ``request_id``: what happens to
     ``x-request-id`` (Generate: always a new one; PreserveOrGenerate: the client's is kept;
-    Preserve: the client's or none; Disable: none). ``max_request_header_bytes`` → 431.
+    Preserve: the client's or none; Disable: none generated, and as in Envoy the client's
+    passes too). ``max_request_header_bytes`` → 431.
     ``xff_trusted_hops``: the client address is taken that many hops from the right of
     ``x-forwarded-for`` (0: the peer address). ``escaped_slashes`` (``%2F``, ``%5C``):
     KeepUnchanged, RejectRequest (400), UnescapeAndForward, UnescapeAndRedirect;

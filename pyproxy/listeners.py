@@ -1,9 +1,10 @@
 """The listening sockets of a runtime, bound from the difference between two snapshots.
 
 A socket is keyed by its listener group's (address, port) and lives as long as some snapshot
-has that group with the same scheme: a reload that changes routes, hostnames or
-certificates keeps the socket (HTTPS sockets use ``tls.switching_context``, so each handshake
-takes the certificates of the snapshot serving then). A group that appears is bound; one
+has that group with the same scheme: a reload that changes routes, hostnames,
+certificates or TLS options keeps the socket (HTTPS sockets use ``tls.switching_context``, so
+each handshake takes the certificates of the snapshot serving then, and the socket's front
+context is given the new versions, ciphers and ALPN: ``tls.configure_server``). A group that appears is bound; one
 that disappears stops accepting, and its connections are drained by the runtime; one whose
 scheme flips between HTTP and HTTPS is closed and bound again.
 
@@ -50,6 +51,7 @@ class Listeners:
         self._reuse_port = reuse_port
         self._bound: dict[Key, Bound] = {}
         self._contexts: dict[Key, ssl.SSLContext] = {}  # what each HTTPS socket's handshakes switch to
+        self._fronts: dict[Key, tuple[ssl.SSLContext, tls.ServerOptions]] = {}  # each HTTPS socket's own
 
     @property
     def ports(self) -> dict[Key, int]:
@@ -67,21 +69,30 @@ class Listeners:
                 if key not in self._bound:
                     fresh[key] = await self._bind(key, group, purpose)
         except BaseException:
-            for bound in fresh.values():
-                bound.server.close()
+            for key in fresh:
+                fresh[key].server.close()
+                self._fronts.pop(key, None)
             raise
         removed = [key for key in self._bound if key not in groups]
         for key in (*removed, *flipped):
             self._bound.pop(key).server.close()
+            self._fronts.pop(key, None)
         for key in flipped:
             fresh[key] = await self._bind(key, groups[key], purpose)
         self._bound.update(fresh)
         self._contexts = {key: group.ssl_context for key, group in groups.items() if group.ssl_context is not None}
+        for key, (front, options) in list(self._fronts.items()):
+            wanted = groups[key].tls_options if key in groups else None
+            if wanted is not None and wanted != options:
+                # the versions and ciphers are fixed when a connection is created, from the front
+                tls.configure_server(front, wanted)
+                self._fronts[key] = (front, wanted)
         return Change(tuple(fresh), tuple(removed) + tuple(flipped))
 
     async def _bind(self, key: Key, group: PortGroup, purpose: Callable[[Key], str]) -> Bound:
         scheme = _scheme(group)
         front = None
+        options = group.tls_options or tls.ServerOptions()
         if group.ssl_context is not None:
             first = group.ssl_context
 
@@ -89,7 +100,7 @@ class Listeners:
                 # a handshake still arriving on a socket a reload removed keeps the last context
                 return self._contexts.get(key, first)
 
-            front = tls.switching_context(current)
+            front = tls.switching_context(current, options)
         loop = asyncio.get_running_loop()
         try:
             server = await loop.create_server(lambda: self._factory(key, scheme), host=group.address,
@@ -97,6 +108,8 @@ class Listeners:
                                               reuse_port=self._reuse_port or None, backlog=1024)
         except OSError as exc:
             raise listen_error(group.address, group.port, purpose(key), exc) from exc
+        if front is not None:
+            self._fronts[key] = (front, options)
         return Bound(scheme, server, server.sockets[0].getsockname()[1])
 
     def close(self) -> None:

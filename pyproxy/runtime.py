@@ -164,7 +164,7 @@ class Runtime:
 
     async def _apply(self, loaded: Loaded) -> None:
         result = loaded.result
-        snapshot = await compile_config(result.config, self.stats)
+        snapshot = await compile_config(result.config, self.stats, self.settings.limits)
 
         def purpose(key: tuple[str, int]) -> str:
             return group_purpose([lst for lst in result.config.listeners if (lst.address, lst.port) == key])

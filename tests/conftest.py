@@ -95,8 +95,9 @@ async def h2_upstream():
 @asynccontextmanager
 async def serve_ir(config: ir.Config, **settings):
     """Run the data plane on ``config`` (listeners should use port 0); yields the Runtime,
-    whose ``ports`` maps (address, 0) to the bound port."""
-    runtime = Runtime(Settings(config_paths=(), access_log="off", **settings))
+    whose ``ports`` maps (address, 0) to the bound port. ``settings`` are ``runtime.Settings``
+    fields (``access_log`` is off unless given)."""
+    runtime = Runtime(Settings(**{"config_paths": (), "access_log": "off", **settings}))
     try:
         await runtime.serve(Result(config, ()))
         yield runtime
@@ -104,10 +105,12 @@ async def serve_ir(config: ir.Config, **settings):
         await runtime.stop()
 
 
-def listener(*routes: ir.Route, hostname: str = "*", port: int = 0) -> ir.Listener:
+def listener(*routes: ir.Route, hostname: str = "*", port: int = 0,
+             client: ir.ClientSettings | None = None) -> ir.Listener:
     return ir.Listener(
         name="listener/test", address="127.0.0.1", port=port, protocol="HTTP",
         virtual_hosts=(ir.VirtualHost(name="vhost/test", hostname=hostname, routes=routes),),
+        client=client or ir.ClientSettings(),
     )
 
 

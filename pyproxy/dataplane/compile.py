@@ -14,6 +14,7 @@ import asyncio
 import bisect
 import itertools
 import logging
+import math
 import random
 import ssl
 from collections.abc import Callable
@@ -21,10 +22,13 @@ from dataclasses import dataclass
 
 from .. import ir
 from ..stats import ClusterStats, Stats, Target
-from . import tls
+from . import client, tls
+from .client import ClientPolicy
 from .cors import CompiledCors
 from .dns import DnsError, Resolver
 from .filters import HeaderOps, compile_mutation
+from .limits import DEFAULT as DEFAULT_LIMITS
+from .limits import Limits
 from .router import HostIndex, Matcher
 
 FORWARD, REDIRECT, DIRECT = 0, 1, 2
@@ -161,11 +165,13 @@ class CompiledVhost:
 
 
 class CompiledListener:
-    __slots__ = ("name", "hostname", "vhosts")
+    __slots__ = ("name", "hostname", "vhosts", "policy")
 
-    def __init__(self, listener: ir.Listener, destinations: dict[str, CompiledDestination]) -> None:
+    def __init__(self, listener: ir.Listener, destinations: dict[str, CompiledDestination],
+                 policy: ClientPolicy = client.DEFAULT) -> None:
         self.name = listener.name
         self.hostname = listener.hostname
+        self.policy = policy  # its ClientSettings, resolved
         self.vhosts: HostIndex[CompiledVhost] = HostIndex(
             (v.hostname, CompiledVhost(v, destinations)) for v in listener.virtual_hosts
         )
@@ -173,13 +179,33 @@ class CompiledListener:
 
 @dataclass(frozen=True, slots=True)
 class PortGroup:
-    """Listeners served by one socket; a request picks its listener by Host."""
+    """Listeners served by one socket; a request picks its listener by Host. ``first`` is
+    the first listener on the port; ``tls_options`` the TLS options of the first HTTPS one (the
+    handshake's versions, ciphers and ALPN are the socket's, whatever the server name)."""
 
     address: str
     port: int
     protocol: str
     listeners: HostIndex[CompiledListener]
     ssl_context: ssl.SSLContext | None
+    first: CompiledListener
+    tls_options: tls.ServerOptions | None = None
+
+    def listener_for(self, sni: str | None) -> CompiledListener:
+        """The listener whose client settings a connection takes, once, when accepted: the one
+        its TLS server name selects, or without a name the one without a hostname (Envoy's
+        filter chain match); else the first (Envoy Gateway's one connection manager for the
+        HTTP listeners of a port)."""
+        if self.tls_options is not None:
+            listener = self.listeners.find(sni) if sni is not None else self.listeners.catch_all
+            if listener is not None:
+                return listener
+        return self.first
+
+    @property
+    def h2_over_tls(self) -> bool:
+        """Whether HTTP/2 is spoken over TLS here (its ALPN offers ``h2``)."""
+        return self.tls_options is None or "h2" in self.tls_options.alpn
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +214,7 @@ class Snapshot:
     groups: dict[tuple[str, int], PortGroup]
     dns_names: dict[str, float | None]  # FQDN -> refresh interval (None: runtime default)
     destinations: dict[str, CompiledDestination]
+    shortest_timeout: float = math.inf  # the shortest client deadline a listener sets
 
 
 def _destinations(config: ir.Config) -> dict[str, ir.Destination]:
@@ -204,10 +231,11 @@ def _destinations(config: ir.Config) -> dict[str, ir.Destination]:
     return found
 
 
-async def compile_config(config: ir.Config, stats: Stats) -> Snapshot:
-    """Build a snapshot whose destinations count into ``stats`` (by name). SSLContexts load
-    CA files and keys, so they are built in a thread. A destination or socket that fails to
-    compile is logged as a bug and left out."""
+async def compile_config(config: ir.Config, stats: Stats, limits: Limits = DEFAULT_LIMITS) -> Snapshot:
+    """Build a snapshot whose destinations count into ``stats`` (by name) and whose listeners'
+    client settings apply over ``limits``. SSLContexts load CA files and keys, so they are
+    built in a thread. A destination or socket that fails to compile is logged as a bug and
+    left out."""
     loop = asyncio.get_running_loop()
     destinations: dict[str, CompiledDestination] = {}
     dns_names: dict[str, float | None] = {}
@@ -227,25 +255,39 @@ async def compile_config(config: ir.Config, stats: Stats) -> Snapshot:
     for listener in config.listeners:
         by_port.setdefault((listener.address, listener.port), []).append(listener)
     groups: dict[tuple[str, int], PortGroup] = {}
+    policies: dict[ir.ClientSettings, ClientPolicy] = {}
     for key, listeners in by_port.items():
         try:
-            groups[key] = await _compile_group(key, listeners, destinations)
+            groups[key] = await _compile_group(key, listeners, destinations, policies, limits)
         except Exception:
             names = ", ".join(lst.name for lst in listeners)
             log.exception("bug: listener %s failed to compile; %s:%d is not served", names, key[0], key[1])
-    return Snapshot(config=config, groups=groups, dns_names=dns_names, destinations=destinations)
+    shortest = min((p.shortest_timeout for p in policies.values()), default=math.inf)
+    return Snapshot(config=config, groups=groups, dns_names=dns_names, destinations=destinations,
+                    shortest_timeout=shortest)
 
 
 async def _compile_group(
-    key: tuple[str, int], listeners: list[ir.Listener], destinations: dict[str, CompiledDestination]
+    key: tuple[str, int], listeners: list[ir.Listener], destinations: dict[str, CompiledDestination],
+    policies: dict[ir.ClientSettings, ClientPolicy], limits: Limits,
 ) -> PortGroup:
     certs = tuple(c for lst in listeners if lst.tls for c in lst.tls.certificates)
+    first_tls = next((lst.tls for lst in listeners if lst.tls), None)
+    options = tls.ServerOptions.of(first_tls) if first_tls is not None else None
     loop = asyncio.get_running_loop()
-    ctx = await loop.run_in_executor(None, tls.server_context, certs) if certs else None
+    ctx = await loop.run_in_executor(None, tls.server_context, certs, options) if certs and options else None
+    compiled = []
+    for lst in listeners:
+        policy = policies.get(lst.client)
+        if policy is None:
+            policy = policies[lst.client] = client.resolve(lst.client, limits)
+        compiled.append(CompiledListener(lst, destinations, policy))
     return PortGroup(
         address=key[0],
         port=key[1],
         protocol=listeners[0].protocol,
-        listeners=HostIndex((lst.hostname, CompiledListener(lst, destinations)) for lst in listeners),
+        listeners=HostIndex((lst.hostname, c) for lst, c in zip(listeners, compiled, strict=True)),
         ssl_context=ctx,
+        first=compiled[0],
+        tls_options=options if ctx is not None else None,
     )

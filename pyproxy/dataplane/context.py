@@ -7,8 +7,10 @@ import asyncio
 from collections.abc import Callable, Sized
 from typing import Protocol
 
+from .. import ir
 from ..observe import AccessLog
 from ..stats import ListenerStats, Stats
+from . import client
 from .compile import Snapshot
 from .dns import Resolver
 from .limits import Limits
@@ -54,11 +56,15 @@ class Context:
         self.access_log = access_log
         self.stats = stats
         self.limits = limits
+        # for a connection whose listener group a reload removed while it was being accepted
+        self.default_policy = client.resolve(ir.ClientSettings(), limits)
         self.mirrors = Mirrors(pool, resolver, limits)
         self.connections: set[Connection] = set()
+        self.admitted: dict[tuple[tuple[str, int], str], int] = {}  # connections open per limited listener
         self._emptied: asyncio.Event | None = None
         self._ticker: asyncio.TimerHandle | None = None
-        # deadlines fire at most a quarter of the shortest one late (at most a second)
+        # deadlines fire at most a quarter of the shortest one late (at most a second), the
+        # listeners' own (client settings) included
         self._interval = min(1.0, limits.header_timeout / 4, limits.idle_timeout / 4, limits.body_timeout / 4,
                              limits.stream_idle_timeout / 4)
 
@@ -68,7 +74,8 @@ class Context:
         armed and cancelled per request (each connection has ``deadline`` and
         ``deadline_cb``, and ``stream_idle``)."""
         if self._ticker is None:
-            self._ticker = self.loop.call_later(self._interval, self._sweep)
+            interval = min(self._interval, self.snapshot.shortest_timeout / 4)
+            self._ticker = self.loop.call_later(interval, self._sweep)
 
     def _sweep(self) -> None:
         self._ticker = None
@@ -80,6 +87,24 @@ class Context:
             proto.stream_idle(now)
         if self.connections:
             self.watch_deadlines()
+
+    def admit(self, key: tuple[tuple[str, int], str], limit: int) -> bool:
+        """Count a new connection of a listener with a ``connection_limit``, if it is under it.
+        Over it the connection is closed at once: Envoy's connection limit filter (Envoy
+        Gateway's ``connectionLimit`` without ``closeDelay``); those being served go on."""
+        count = self.admitted.get(key, 0)
+        if count >= limit:
+            return False
+        self.admitted[key] = count + 1
+        return True
+
+    def release(self, key: tuple[tuple[str, int], str]) -> None:
+        """An admitted connection is gone."""
+        count = self.admitted[key] - 1
+        if count:
+            self.admitted[key] = count
+        else:
+            del self.admitted[key]
 
     def forget(self, proto: Connection) -> None:
         """A connection is gone (its ``connection_lost``)."""

@@ -33,9 +33,12 @@ class Local:
 
 def decide(snapshot: Snapshot, group_key: tuple[str, int], sni: str | None, scheme: str, ex: Exchange) -> Local | None:
     head = ex.head
+    if head.path_rejected:
+        # the listener's escaped_slashes action is RejectRequest (Envoy: an empty 400)
+        return Local(400, details="path_normalization_failed")
     if head.redirect is not None:
-        # Envoy Gateway's UNESCAPE_AND_REDIRECT: an escaped slash or backslash in the path is
-        # answered with a redirect to the unescaped, normalised path (never matched as is)
+        # UNESCAPE_AND_REDIRECT (Envoy Gateway's default): an escaped slash or backslash in the
+        # path is answered with a redirect to the unescaped, normalised path (never matched as is)
         return Local(307, headers=[(b"location", head.redirect.encode("latin-1"))],
                      details="path_normalization_redirect")
     group = snapshot.groups.get(group_key)

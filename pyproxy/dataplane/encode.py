@@ -7,11 +7,13 @@ from typing import TYPE_CHECKING
 
 from ..errors import UpstreamProtocolError
 from . import http
+from .client import ClientPolicy, trusted_client
+from .exchange import Exchange
+from .exchange import request_id as new_request_id
 from .filters import rewrite_path
 
 if TYPE_CHECKING:
     from .compile import CompiledBackend, CompiledRoute
-    from .exchange import Exchange
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -48,18 +50,28 @@ class UpstreamRequest:
 
 
 def upstream_request(ex: Exchange, route: CompiledRoute, backend: CompiledBackend, peer: bytes, scheme: bytes,
-                     request_id: bytes) -> UpstreamRequest:
+                     client: ClientPolicy) -> UpstreamRequest:
     """The request sent upstream: hop-by-hop, framing and proxy-owned headers dropped (also
     every header the client named in ``Connection``); ``x-forwarded-for`` (and
     ``x-forwarded-host`` on a Host rewrite) merged from all the client's lines into one with
     our value appended last; then the route's and the backend's filters. The framing is the
-    connection's (``http1_head``, ``http2_headers``)."""
+    connection's (``http1_head``, ``http2_headers``).
+
+    As Envoy with ``use_remote_address`` (every client is external): ``x-envoy-external-address``
+    is the trusted client address (the peer, or with ``xff_num_trusted_hops`` the address
+    that many hops from the right of the client's ``x-forwarded-for``; then the client's
+    ``x-forwarded-proto`` is trusted too); ``x-request-id`` is generated or kept as the
+    listener's ``request_id`` says (and left as the client sent it, or absent, when it says
+    neither, as Envoy does with ``generate_request_id: false``). Sets ``ex.request_id`` and
+    ``ex.client_address``."""
     head = ex.head
     tokens = http.connection_tokens(head.headers)
     owned = http.REQUEST_OWNED
     headers: Headers = []
     forwarded_for: list[bytes] = []
     forwarded_host: list[bytes] = []
+    forwarded_proto: bytes | None = None
+    client_ids: list[bytes] = []
     trailers = False
     for h in head.headers:
         name = h[0]
@@ -71,6 +83,11 @@ def upstream_request(ex: Exchange, route: CompiledRoute, backend: CompiledBacken
             forwarded_for.append(h[1])
         elif name == b"x-forwarded-host":
             forwarded_host.append(h[1])
+        elif name == b"x-request-id":
+            client_ids.append(h[1])
+        elif name == b"x-forwarded-proto":
+            if forwarded_proto is None:
+                forwarded_proto = h[1]
         else:
             headers.append(h)
     host = head.host_header
@@ -84,10 +101,30 @@ def upstream_request(ex: Exchange, route: CompiledRoute, backend: CompiledBacken
             path = rewrite_path(path, rewrite.path)
     if forwarded_host:
         headers.append((b"x-forwarded-host", b", ".join(forwarded_host)))
+    external = peer
+    hops = client.trusted_hops
+    if hops:
+        trusted = trusted_client(forwarded_for, hops) if forwarded_for else None
+        if trusted is not None:
+            ex.client_address = trusted
+            external = trusted.encode()
+        if forwarded_proto is not None:
+            scheme = forwarded_proto
     forwarded_for.append(peer)
     headers.append((b"x-forwarded-for", b", ".join(forwarded_for)))
     headers.append((b"x-forwarded-proto", scheme))
-    headers.append((b"x-request-id", request_id))
+    headers.append((b"x-envoy-external-address", external))
+    if client.generate_id:
+        if client_ids and client.preserve_id:
+            request_id = b",".join(client_ids)
+        else:
+            request_id = new_request_id().encode()
+        headers.append((b"x-request-id", request_id))
+        ex.request_id = request_id.decode("latin-1")
+    elif client_ids:
+        request_id = b",".join(client_ids)
+        headers.append((b"x-request-id", request_id))
+        ex.request_id = request_id.decode("latin-1")
     if route.request_headers is not None:
         headers = route.request_headers.apply(headers)
     if backend.request_headers is not None:

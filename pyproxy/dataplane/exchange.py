@@ -39,7 +39,7 @@ class Exchange:
     __slots__ = (
         "head", "req", "resp", "start", "start_mono", "route", "backend", "forwarder", "status", "flags", "details",
         "bytes_received", "bytes_sent", "upstream_addr", "request_id", "chunked_out", "body", "body_size",
-        "cors_headers", "response_filters",
+        "cors_headers", "response_filters", "client_address",
     )
 
     def __init__(self, head: RequestHead | None) -> None:
@@ -63,6 +63,9 @@ class Exchange:
         self.body_size = 0
         self.cors_headers: list[tuple[bytes, bytes]] | None = None  # set by the CORS filter
         self.response_filters: tuple[HeaderOps, ...] = ()
+        # the trusted client address when x-forwarded-for named it (the listener's
+        # xff_trusted_hops), else None: the peer is the client
+        self.client_address: str | None = None
 
     def advance(self, event: Ev) -> None:
         """Move the response side (the request side is moved by the connection alone)."""
@@ -87,10 +90,15 @@ class Exchange:
         return f"<Exchange {self.head.method} {self.head.path!r} req={self.req.name} resp={self.resp.name}>"
 
 
+def _with_port_0(address: str) -> str:
+    return f"[{address}]:0" if ":" in address else address + ":0"
+
+
 def access_entry(ex: Exchange, local: str, peer: str, duration_ms: float) -> dict:
     """The access log line of a finished exchange (Envoy Gateway's default field names, and
     Envoy's ``response_code_details``). Only the request head is read: trailers never
-    reach it."""
+    reach it. ``downstream_remote_address`` is the trusted client address, as Envoy's
+    ``%DOWNSTREAM_REMOTE_ADDRESS%`` (with port 0 when it came from ``x-forwarded-for``)."""
     head = ex.head
     route = ex.route
     dest = ex.backend.destination if ex.backend is not None else None
@@ -119,6 +127,6 @@ def access_entry(ex: Exchange, local: str, peer: str, duration_ms: float) -> dic
         "upstream_host": ex.upstream_addr,
         "upstream_cluster": dest.name if dest is not None else None,
         "downstream_local_address": local,
-        "downstream_remote_address": peer,
+        "downstream_remote_address": peer if ex.client_address is None else _with_port_0(ex.client_address),
         "route_name": route.name if route is not None else None,
     }

@@ -29,8 +29,11 @@ import httptools
 from .. import errors
 from ..errors import BadRequest, HeadersTooLarge, ProxyError
 from . import http
+from .client import KEEP, REDIRECT, REJECT, REJECT_PATH, HeadRules
 from .limits import Limits
 from .router import normalize_host
+
+DEFAULT_RULES = HeadRules()
 
 _HEAD, _BODY, _CHUNK_LINE, _CHUNK_DATA, _TRAILERS, _STOPPED = range(6)
 _CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})[ \t]*(?:;|\r\n)")
@@ -38,13 +41,14 @@ _CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})[ \t]*(?:;|\r\n)")
 
 class RequestHead:
     """A validated request head. ``path`` is normalised (what routes match and the upstream
-    receives); ``redirect`` is set when the path held an escaped slash or backslash: Envoy
-    Gateway answers such a request with a redirect to the unescaped, normalised path.
+    receives); ``redirect`` is set when the path held an escaped slash or backslash and the
+    listener's action is UnescapeAndRedirect (Envoy Gateway's default: the answer is a redirect
+    to the unescaped, normalised path), ``path_rejected`` when it is RejectRequest (400).
     ``upgrade`` is the protocol a bodiless ``Connection: upgrade`` request asks to switch to
     (its ``Upgrade`` token, lowercased), or b"" (no upgrade; ``h2c`` counts as none)."""
 
     __slots__ = ("method", "version", "target", "path", "query", "host", "host_header", "headers", "keep_alive",
-                 "upgrade", "chunked", "content_length", "expect_continue", "redirect")
+                 "upgrade", "chunked", "content_length", "expect_continue", "redirect", "path_rejected")
 
     def __init__(self) -> None:
         self.method = ""
@@ -61,6 +65,7 @@ class RequestHead:
         self.content_length: int | None = None
         self.expect_continue = False
         self.redirect: str | None = None
+        self.path_rejected = False
 
 
 class RequestHandler(Protocol):
@@ -78,15 +83,16 @@ class _HeadParser:
     and trailers. Callbacks only collect; exceptions raised here surface from ``feed_data``
     as their ``__context__``."""
 
-    __slots__ = ("parser", "url", "headers", "count", "limits", "in_trailers", "trailer_bytes", "handler", "complete",
-                 "line_done")
+    __slots__ = ("parser", "url", "headers", "count", "limits", "underscores", "in_trailers", "trailer_bytes",
+                 "handler", "complete", "line_done")
 
-    def __init__(self, limits: Limits, handler: RequestHandler) -> None:
+    def __init__(self, limits: Limits, handler: RequestHandler, underscores: int) -> None:
         self.parser = httptools.HttpRequestParser(self)
         self.url = b""
         self.headers: list[tuple[bytes, bytes]] = []
         self.count = 0
         self.limits = limits
+        self.underscores = underscores
         self.in_trailers = False
         self.trailer_bytes = 0
         self.handler = handler
@@ -107,12 +113,14 @@ class _HeadParser:
         self.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
+        name = name.lower()
+        if b"_" in name and self.underscores:
+            if self.underscores == REJECT:
+                raise BadRequest("trailer name with underscore" if self.in_trailers else "header name with underscore")
+            return  # DROP: as if never sent (Envoy does not count it either)
         self.count += 1
         if self.count > self.limits.max_headers:
             raise HeadersTooLarge("too many headers")
-        name = name.lower()
-        if b"_" in name:
-            raise BadRequest("trailer name with underscore" if self.in_trailers else "header name with underscore")
         if self.in_trailers:
             self.trailer_bytes += len(name) + len(value) + 4
             if self.trailer_bytes > self.limits.max_header_bytes:
@@ -137,11 +145,12 @@ class RequestReader:
     caller keeps them and feeds them again later), else ``b""``. A malformed request raises a
     ``ProxyError``; the reader then parses nothing more."""
 
-    __slots__ = ("handler", "limits", "state", "buf", "remaining", "line", "parser", "spare", "held", "last")
+    __slots__ = ("handler", "limits", "rules", "state", "buf", "remaining", "line", "parser", "spare", "held", "last")
 
-    def __init__(self, handler: RequestHandler, limits: Limits) -> None:
+    def __init__(self, handler: RequestHandler, limits: Limits, rules: HeadRules = DEFAULT_RULES) -> None:
         self.handler = handler
         self.limits = limits
+        self.rules = rules  # underscores and path normalisation (the listener's ClientSettings)
         self.state = _HEAD
         self.buf = bytearray()  # the head's last bytes so far, or the current chunk-size line
         self.remaining = 0  # body bytes (or chunk bytes with their CRLF) still to come
@@ -212,7 +221,7 @@ class RequestReader:
                 return pos
             hp = self.spare
             if hp is None:
-                hp = _HeadParser(self.limits, self.handler)
+                hp = _HeadParser(self.limits, self.handler, self.rules.underscores)
             else:
                 self.spare = None
             self.parser = hp
@@ -277,7 +286,7 @@ class RequestReader:
         head.method = parser.get_method().decode("latin-1")
         head.version = parser.get_http_version()
         head.headers = hp.headers
-        validate(head, hp.url)
+        validate(head, hp.url, self.rules)
         if upgrade and not head.chunked and not head.content_length:
             head.upgrade = upgrade_token(head.headers)
         if head.upgrade:
@@ -391,10 +400,11 @@ def upgrade_token(headers: list[tuple[bytes, bytes]]) -> bytes:
     return b""
 
 
-def validate(head: RequestHead, url: bytes) -> None:
+def validate(head: RequestHead, url: bytes, rules: HeadRules = DEFAULT_RULES) -> None:
     """Strict framing and target rules (hardening.md §2): anything ambiguous raises (a 400
     unless the error says otherwise) and the connection closes. Fills in the head's host,
-    path, query and framing."""
+    path, query and framing; the path is normalised as ``rules`` say (an escaped slash is
+    not an error of framing: the answer, a redirect or a 400, is routing's)."""
     if head.version not in ("1.1", "1.0"):
         raise BadRequest("unsupported HTTP version")
     if head.method == "CONNECT":
@@ -450,8 +460,12 @@ def validate(head: RequestHead, url: bytes) -> None:
     head.target = target
     path, head.query = http.split_target(target)
     if path.startswith("/"):
-        head.path, escaped = http.normalize_path(path)
+        action = rules.escaped_slashes
+        head.path, escaped = http.normalize_path(path, action != KEEP, rules.merge_slashes)
         if escaped:
-            head.redirect = head.path + "?" + head.query if head.query else head.path
+            if action == REDIRECT:
+                head.redirect = head.path + "?" + head.query if head.query else head.path
+            elif action == REJECT_PATH:
+                head.path_rejected = True
     else:
         head.path = path

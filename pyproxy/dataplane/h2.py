@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, cast
@@ -49,18 +50,20 @@ from hyperframe.frame import GoAwayFrame
 from .. import errors
 from ..errors import ProxyError
 from . import grpc
+from .client import ClientPolicy
 from .context import Context
 from .decide import decide
-from .encode import end_to_end, upstream_request
-from .exchange import Exchange, access_entry, request_id
+from .encode import upstream_request
+from .exchange import Exchange, access_entry
 from .forward import Forwarder
-from .framing import RequestHead, validate
+from .framing import validate
 from .h2flow import SparingConnection, send_within_window
+from .h2head import request_head
+from .h2stream import Stream
 from .states import Ev, Req, Resp
 
 if TYPE_CHECKING:
     from ..stats import ListenerStats
-    from .upstream import UpstreamConnection
 
 log = logging.getLogger("pyproxy.h2")
 
@@ -77,91 +80,6 @@ MAX_EMPTY_FRAMES = 1  # max_consecutive_inbound_frames_with_empty_payload
 _H2_STREAM_CEILING = 2**31 - 1
 
 
-class Stream:
-    """One request/response exchange on the connection; the forwarder's ``Downstream``."""
-
-    __slots__ = ("owner", "id", "ex", "ctx", "loop", "write_paused", "head", "out", "out_size", "trailers", "ending",
-                 "acks", "request_paused", "opened", "progress", "progress_seen", "progress_at")
-
-    def __init__(self, owner: H2Protocol, stream_id: int, ex: Exchange) -> None:
-        self.owner = owner
-        self.id = stream_id
-        self.ex = ex
-        self.ctx = owner.ctx
-        self.loop = owner.loop
-        self.write_paused = False  # the response waits for the client's window: read no more upstream
-        self.head: list[tuple[bytes, bytes]] | None = None  # the response head, until the upstream read ends
-        self.out: list[bytes] = []  # response body bytes the windows do not take yet
-        self.out_size = 0
-        self.trailers: list[tuple[bytes, bytes]] | None = None  # sent as the last HEADERS frame
-        self.ending = False  # the response is complete once ``out`` is sent
-        self.acks = 0  # request body bytes received but not acknowledged (held back)
-        self.request_paused = False
-        self.opened = time.monotonic()
-        self.progress = 0  # bumped whenever bytes move (the stream idle timeout)
-        self.progress_seen = 0
-        self.progress_at = owner.loop.time()
-
-    # ------------------------------------------------------------------ Downstream
-
-    def send_head(self, ex: Exchange, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> None:
-        ex.advance(Ev.HEAD)
-        ex.status = status
-        ex.details = "via_upstream"
-        out = [(b":status", b"%d" % status)]
-        out.extend(end_to_end(ex, headers))
-        for name, value in headers:
-            if name == b"content-length":
-                out.append((b"content-length", value))
-        # held until the body, the end or the end of the upstream read: a response that ends
-        # with its head (gRPC's trailers-only answer) then leaves as one HEADERS frame
-        self.head = out
-
-    def send_body(self, ex: Exchange, data: bytes) -> None:
-        self.progress += 1
-        ex.bytes_sent += len(data)
-        if ex.head.method == "HEAD":
-            return
-        self.out.append(data)
-        self.out_size += len(data)
-        self.owner.pump(self)
-
-    def send_trailers(self, ex: Exchange, trailers: list[tuple[bytes, bytes]]) -> None:
-        self.trailers = trailers
-
-    def end(self, ex: Exchange) -> None:
-        self.ending = True
-        self.owner.pump(self)
-
-    def fail(self, ex: Exchange, error: ProxyError) -> None:
-        if ex.forwarder is not None:
-            ex.forwarder.cancel()
-        if ex.response_started:
-            ex.flags = error.flags
-            ex.details = error.details or ex.details
-            ex.advance(Ev.RESET)
-            self.owner.reset(self, h2.errors.ErrorCodes.INTERNAL_ERROR)
-            return
-        self.owner.local(self, error.status, error.body.encode(), flags=error.flags, details=error.details)
-
-    def flush(self) -> None:
-        if self.head is not None:
-            self.owner.pump(self)
-        self.owner.flush()
-
-    def pause_request(self, paused: bool) -> None:
-        self.request_paused = paused
-        if not paused and self.acks:
-            self.owner.acknowledge(self)
-
-    def continue_request(self, ex: Exchange) -> None:
-        return None  # HTTP/2 clients do not wait for 100 (Continue) before the body
-
-    def start_tunnel(self, ex: Exchange, conn: UpstreamConnection, first: bytes) -> None:
-        conn.abort()  # never asked for: an HTTP/2 request carries no Upgrade
-        self.fail(ex, errors.UpstreamProtocolError("101 on an HTTP/2 stream"))
-
-
 class H2Protocol(asyncio.Protocol):
     """One downstream HTTP/2 connection; ``connection_made`` is called by the HTTP/1.1
     protocol that found it (ALPN ``h2``, or the cleartext preface)."""
@@ -169,9 +87,12 @@ class H2Protocol(asyncio.Protocol):
     transport: asyncio.Transport
 
     def __init__(self, ctx: Context, group_key: tuple[str, int], scheme: str, sni: str | None, peer: str,
-                 peer_b: bytes, local: str, stats: ListenerStats) -> None:
+                 peer_b: bytes, local: str, stats: ListenerStats, policy: ClientPolicy,
+                 admission: tuple[tuple[str, int], str] | None = None) -> None:
         self.ctx = ctx
-        self.limits = ctx.limits
+        self.policy = policy  # the listener's client settings, as the HTTP/1.1 side took them
+        self.limits = policy.limits
+        self.admission = admission  # the connection_limit count this connection holds
         self.loop = ctx.loop
         self.group_key = group_key
         self.scheme = scheme
@@ -185,6 +106,9 @@ class H2Protocol(asyncio.Protocol):
             h2.settings.SettingCodes.MAX_CONCURRENT_STREAMS: MAX_CONCURRENT_STREAMS,
             h2.settings.SettingCodes.MAX_HEADER_LIST_SIZE: self.limits.max_header_bytes,
         })
+        # what the settings offer is not what h2's HPACK decoder enforces unless told: a
+        # header list over it closes the connection (GOAWAY ENHANCE_YOUR_CALM)
+        self.conn.decoder.max_header_list_size = self.limits.max_header_bytes
         self.streams: dict[int, Stream] = {}
         self.closed = False
         self.draining = False
@@ -284,6 +208,9 @@ class H2Protocol(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         self.ctx.forget(self)
+        if self.admission is not None:
+            self.ctx.release(self.admission)
+            self.admission = None
         self.deadline_cb = None
         for stream in list(self.streams.values()):
             ex = stream.ex
@@ -322,30 +249,22 @@ class H2Protocol(asyncio.Protocol):
         if len(self.streams) >= MAX_CONCURRENT_STREAMS:
             self._refuse(stream_id)
             return
-        head = RequestHead()
-        pseudo: dict[bytes, bytes] = {}
-        regular: list[tuple[bytes, bytes]] = []
-        cookies: list[bytes] = []
-        for name, value in headers:
-            if name[:1] == b":":
-                pseudo[name] = value
-            elif name == b"cookie":
-                cookies.append(value)  # HTTP/2 may split it; HTTP/1.1 upstream gets one line
-            elif name != b"host":
-                regular.append((name, value))
-            elif b":authority" not in pseudo:
-                pseudo[b":authority"] = value
-        if cookies:
-            regular.append((b"cookie", b"; ".join(cookies)))
-        head.method = pseudo.get(b":method", b"").decode("latin-1")
-        authority = pseudo.get(b":authority")
-        head.headers = ([(b"host", authority)] if authority is not None else []) + regular
+        rules = self.policy.rules
+        head, path, underscored = request_head(headers, rules.underscores)
         ex = Exchange(head)
         stream = self.streams[stream_id] = Stream(self, stream_id, ex)
+        if underscored:
+            # Envoy's headers_with_underscores_action REJECT_REQUEST on HTTP/2: the stream is
+            # reset (nghttp2: INTERNAL_ERROR), no response
+            head.version = "2"
+            ex.req = Req.DONE
+            ex.flags, ex.details = "DPE", "http2.unexpected_underscore"
+            self.reset(stream, h2.errors.ErrorCodes.INTERNAL_ERROR)
+            return
         try:
             if head.method == "CONNECT":
                 raise errors.BadRequest("CONNECT is not supported")
-            validate(head, pseudo.get(b":path", b""))
+            validate(head, path, rules)
         except ProxyError as error:
             head.version = "2"
             ex.req = Req.DONE
@@ -367,8 +286,7 @@ class H2Protocol(asyncio.Protocol):
             return
         route, backend = ex.route, ex.backend
         assert route is not None and backend is not None
-        ex.request_id = request_id()
-        request = upstream_request(ex, route, backend, self.peer_b, self.scheme_b, ex.request_id.encode())
+        request = upstream_request(ex, route, backend, self.peer_b, self.scheme_b, self.policy)
         ex.advance(Ev.FORWARD)
         forwarder = ex.forwarder = Forwarder(stream, ex, route, backend, request)
         forwarder.start(ended)
@@ -632,8 +550,15 @@ class H2Protocol(asyncio.Protocol):
             self.drain()
 
     def stream_idle(self, now: float) -> None:
-        """Called by the sweeper: cut each stream on which nothing moved for too long."""
+        """Called by the sweeper: cut each stream on which nothing moved for too long, and
+        answer 408 to one whose request is not whole at its ``request_timeout`` (until its
+        response begins)."""
         for stream in list(self.streams.values()):
+            ex = stream.ex
+            if stream.request_deadline <= now and ex.req is not Req.DONE and not ex.response_started:
+                stream.request_deadline = math.inf
+                stream.fail(ex, errors.RequestOverallTimeout("request not received in time"))
+                continue
             if stream.progress != stream.progress_seen:
                 stream.progress_seen = stream.progress
                 stream.progress_at = now

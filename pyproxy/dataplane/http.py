@@ -14,9 +14,11 @@ HOP_BY_HOP = frozenset(
     {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"upgrade", b"te", b"trailer",
      b"content-length"}
 )
-# Request headers we drop because we set them ourselves (Envoy with use_remote_address: true,
-# request-id Generate) or handle ourselves (Expect: we answer 100-continue).
-REQUEST_OWNED = HOP_BY_HOP | {b"host", b"expect", b"x-forwarded-proto", b"x-request-id", b"x-envoy-internal"}
+# Request headers we drop because we set them ourselves (Envoy with use_remote_address: true)
+# or handle ourselves (Expect: we answer 100-continue).
+# (``x-forwarded-proto`` and ``x-request-id`` are the client's to keep in some listener
+# settings: ``encode.upstream_request`` decides.)
+REQUEST_OWNED = HOP_BY_HOP | {b"host", b"expect", b"x-envoy-internal"}
 
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 
@@ -63,22 +65,26 @@ def _unescape_slash(m: re.Match) -> str:
     return "/" if m.group(0)[2] in "Ff" else "\\"
 
 
-def normalize_path(path: str) -> tuple[str, bool]:
-    """Envoy Gateway's defaults, in Envoy's order: escaped slashes (``%2F``, ``%5C``, any
-    case) unescaped (``path_with_escaped_slashes_action: UNESCAPE_AND_REDIRECT``), then
-    ``normalize_path`` (unreserved escapes decoded, ``\\`` taken as ``/`` as browsers and
-    Envoy's URL canonicaliser do, dot segments removed) and ``merge_slashes``. Returns the
-    normalised path, what routes match and the upstream receives, and whether an escaped
-    slash was found: such a request is answered with a redirect to the normalised path, so a
-    path is never matched in one shape and served in another."""
+def normalize_path(path: str, unescape: bool = True, merge: bool = True) -> tuple[str, bool]:
+    """Envoy's path normalisation, in Envoy's order: escaped slashes (``%2F``, ``%5C``, any
+    case) unescaped when ``unescape`` (Envoy Gateway's default ``UNESCAPE_AND_REDIRECT``),
+    then ``normalize_path`` (unreserved escapes decoded, ``\\`` taken as ``/`` as browsers and
+    Envoy's URL canonicaliser do, dot segments removed) and, when ``merge``, ``merge_slashes``.
+    Returns the normalised path, what routes match and the upstream receives, and whether an
+    escaped slash was unescaped: the listener's ``escaped_slashes`` action says whether such a
+    request is redirected to the normalised path (so a path is never matched in one shape and
+    served in another), refused, or forwarded. Without ``unescape`` a ``%2F`` stays one
+    (upper-cased), a part of its segment."""
     escaped = False
     if "%" in path:
-        unescaped = _ESCAPED_SLASH.sub(_unescape_slash, path)
-        escaped = unescaped != path
-        path = _decode_unreserved(unescaped)
+        if unescape:
+            unescaped = _ESCAPED_SLASH.sub(_unescape_slash, path)
+            escaped = unescaped != path
+            path = unescaped
+        path = _decode_unreserved(path)
     if "\\" in path:
         path = path.replace("\\", "/")
-    if "//" not in path and "/." not in path:
+    if "/." not in path and ("//" not in path or not merge):
         return path, escaped
     segments: list[str] = []
     parts = path.split("/")
@@ -86,12 +92,12 @@ def normalize_path(path: str) -> tuple[str, bool]:
         if seg == "..":
             if segments:
                 segments.pop()
-        elif seg not in (".", ""):
+        elif seg != "." and (seg or not merge):
             segments.append(seg)
-    trailing = parts[-1] in ("", ".", "..") and len(parts) > 2
     out = "/" + "/".join(segments)
-    if trailing and out != "/":
-        out += "/"
+    if parts[-1] in (".", "..") or (merge and parts[-1] == "" and len(parts) > 2):
+        if not out.endswith("/"):
+            out += "/"
     return out, escaped
 
 

@@ -11,13 +11,20 @@ are synchronous; forwarding is a ``forward.Forwarder`` that talks back through t
 
 Deadlines are one slot per connection (``deadline``/``deadline_cb``), checked by the
 context's sweeper: the header deadline while a head is incomplete (and before the first),
-the body deadline while a request body goes silent, the idle deadline between requests.
-The stream idle timeout is the sweeper comparing ``progress`` between sweeps.
+the body deadline while a request body goes silent, the idle deadline between requests,
+and within the first two the listener's ``request_timeout`` for the whole request
+(``request_deadline``). The stream idle timeout is the sweeper comparing ``progress``
+between sweeps.
+
+The connection's limits, timeouts and head rules are the ``ClientPolicy`` of the listener
+it belongs to (``PortGroup.listener_for``), taken once in ``connection_made``; a listener
+with a ``connection_limit`` closes a connection over it there, before reading a byte.
 """
 from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Callable
@@ -27,10 +34,11 @@ from .. import errors
 from ..errors import ProxyError
 from ..observe import describe
 from . import grpc, http, tls
+from .client import ClientPolicy
 from .context import Context
 from .decide import decide
 from .encode import encode_trailers, response_head, upstream_request
-from .exchange import Exchange, access_entry, request_id
+from .exchange import Exchange, access_entry
 from .flow import HOLD, UPSTREAM_FULL, ReadGate
 from .forward import Forwarder
 from .framing import RequestHead, RequestReader
@@ -41,14 +49,16 @@ from .upstream import UpstreamConnection
 
 log = logging.getLogger("pyproxy.server")
 
-_NONE, _HEADER, _BODY, _IDLE = range(4)  # which deadline is armed
+_NONE, _HEADER, _BODY, _IDLE, _REQUEST = range(5)  # which deadline is armed (_REQUEST: request_timeout alone)
 
 
 class HttpProtocol(asyncio.Protocol):
     """One downstream connection on a listener socket (``group_key`` = (address, port))."""
 
-    transport: asyncio.Transport  # both set by connection_made, before any other callback
+    transport: asyncio.Transport  # all set by connection_made, before any other callback
     gate: ReadGate
+    policy: ClientPolicy
+    reader: RequestReader
 
     def __init__(self, ctx: Context, group_key: tuple[str, int], scheme: str) -> None:
         self.ctx = ctx
@@ -58,7 +68,7 @@ class HttpProtocol(asyncio.Protocol):
         self.scheme_b = scheme.encode()
         self.stats = ctx.stats.listener(group_key, scheme)
         self.loop = ctx.loop
-        self.reader = RequestReader(self, ctx.limits)
+        self.admission: tuple[tuple[str, int], str] | None = None  # counted against a connection_limit
         self.keep = Conn.OPEN
         self.queue: deque[Exchange] = deque()  # exchanges not yet answered, in order
         self.reading: Exchange | None = None  # the exchange whose request body is arriving
@@ -73,6 +83,7 @@ class HttpProtocol(asyncio.Protocol):
         self.deadline = 0.0
         self.deadline_kind = _NONE
         self.deadline_cb: Callable[[], None] | None = None
+        self.request_deadline = math.inf  # the request being received must be whole by then
         self.progress = 0  # bumped whenever bytes move for the active exchange
         self.progress_seen = 0
         self.progress_at = 0.0
@@ -104,9 +115,27 @@ class HttpProtocol(asyncio.Protocol):
         ssl_object = transport.get_extra_info("ssl_object")
         if ssl_object is not None:
             self.sni = tls.server_name(ssl_object)
+        group = self.ctx.snapshot.groups.get(self.group_key)
+        listener = group.listener_for(self.sni) if group is not None else None
+        policy = self.policy = listener.policy if listener is not None else self.ctx.default_policy
+        self.limits = policy.limits
+        self.reader = RequestReader(self, policy.limits, policy.rules)
+        if listener is not None and policy.connection_limit is not None:
+            key = (self.group_key, listener.name)
+            if not self.ctx.admit(key, policy.connection_limit):
+                log.debug("%s: %s is at its connection limit (%d): closed", self.peer, listener.name,
+                          policy.connection_limit)
+                self.closed = True
+                self.reader.stop()
+                self.transport.close()
+                return
+            self.admission = key
+        if ssl_object is not None:
             if ssl_object.selected_alpn_protocol() == "h2":
                 self._become_h2(b"")
                 return
+            # HTTP/2 with prior knowledge over TLS only where the listener's ALPN offers h2
+            self.sniffing = group is None or group.h2_over_tls
         self.ctx.connections.add(self)
         self._arm(_HEADER)  # a connection that sends nothing gets the header deadline
 
@@ -143,6 +172,9 @@ class HttpProtocol(asyncio.Protocol):
             self.end_tunnel(self.tunnel.ex)
         self.closed = True
         self.ctx.forget(self)
+        if self.admission is not None:
+            self.ctx.release(self.admission)
+            self.admission = None
         self.deadline_cb = None
         if self.linger is not None:
             self.linger.cancel()
@@ -193,6 +225,9 @@ class HttpProtocol(asyncio.Protocol):
         self._rearm()
 
     def request_head(self, head: RequestHead) -> None:
+        if self.deadline_kind != _HEADER and self.policy.request_timeout:
+            # a head parsed at once (not timed as a head): its request's time starts now
+            self.request_deadline = self.loop.time() + self.policy.request_timeout
         ex = Exchange(head)
         if head.chunked or head.content_length:
             ex.req = step(REQUEST, Req.HEAD, Ev.HEAD_BODY)
@@ -214,7 +249,7 @@ class HttpProtocol(asyncio.Protocol):
         assert ex is not None
         ex.bytes_received += len(data)
         if self.deadline_kind == _BODY:
-            self.deadline = self.loop.time() + self.limits.body_timeout
+            self.deadline = min(self.loop.time() + self.limits.body_timeout, self.request_deadline)
         if ex.resp is Resp.DONE:
             return  # answered already; the connection closes once this read is done
         forwarder = ex.forwarder
@@ -230,6 +265,7 @@ class HttpProtocol(asyncio.Protocol):
         ex = self.reading
         assert ex is not None
         self.reading = None
+        self.request_deadline = math.inf
         if ex.req is Req.BODY:
             ex.req = step(REQUEST, ex.req, Ev.BODY_END)
             if ex.forwarder is not None and ex.resp is not Resp.DONE:
@@ -274,8 +310,7 @@ class HttpProtocol(asyncio.Protocol):
             return
         route, backend = ex.route, ex.backend
         assert route is not None and backend is not None
-        ex.request_id = request_id()
-        request = upstream_request(ex, route, backend, self.peer_b, self.scheme_b, ex.request_id.encode())
+        request = upstream_request(ex, route, backend, self.peer_b, self.scheme_b, self.policy)
         ex.advance(Ev.FORWARD)
         forwarder = ex.forwarder = Forwarder(self, ex, route, backend, request)
         forwarder.start(ex.req is Req.DONE)
@@ -444,7 +479,8 @@ class HttpProtocol(asyncio.Protocol):
         self.deadline_cb = None
         self.reader.stop()
         proto = H2Protocol(self.ctx, self.group_key, self.scheme, self.sni, self.peer, self.peer_b, self.local,
-                           self.stats)
+                           self.stats, self.policy, self.admission)
+        self.admission = None  # the HTTP/2 connection releases it
         self.transport.set_protocol(proto)
         proto.connection_made(self.transport)
         if first:
@@ -609,8 +645,9 @@ class HttpProtocol(asyncio.Protocol):
             return
         if self.queue or self.reading is not None:
             reading = self.reading
-            if reading is not None and reading.req is Req.BODY and not self.gate.blocked:
-                kind = _BODY
+            if reading is not None and reading.req is Req.BODY:
+                # time the proxy paused reading (backpressure) counts for request_timeout alone
+                kind = _BODY if not self.gate.blocked else _REQUEST if self.request_deadline < math.inf else _NONE
             else:
                 kind = _NONE
         elif self.reader.in_head or not self.served:
@@ -626,20 +663,27 @@ class HttpProtocol(asyncio.Protocol):
             self.deadline_cb = None
             return
         limits = self.limits
+        now = self.loop.time()
         if kind == _IDLE:
-            delay = limits.idle_timeout
+            deadline = now + limits.idle_timeout
         elif kind == _HEADER:
-            delay = limits.header_timeout
+            if self.policy.request_timeout:
+                self.request_deadline = now + self.policy.request_timeout  # a request begins
+            deadline = min(now + limits.header_timeout, self.request_deadline)
+        elif kind == _BODY:
+            deadline = min(now + limits.body_timeout, self.request_deadline)
         else:
-            delay = limits.body_timeout
-        self.deadline = self.loop.time() + delay
+            deadline = self.request_deadline
+        self.deadline = deadline
         self.deadline_cb = self._expired
         self.ctx.watch_deadlines()
 
     def _expired(self) -> None:
         kind = self.deadline_kind
         self.deadline_kind = _NONE
-        if kind == _IDLE:
+        if kind != _IDLE and self.request_deadline <= self.loop.time():
+            self._request_timeout(kind)
+        elif kind == _IDLE:
             if not self.queue and self.reading is None and not self.reader.in_head:
                 self._close()
         elif kind == _HEADER:
@@ -655,6 +699,26 @@ class HttpProtocol(asyncio.Protocol):
                 self._arm(_BODY)
             else:
                 self._protocol_error(errors.RequestBodyTimeout("request body not received in time"))
+
+    def _request_timeout(self, kind: int) -> None:
+        """The listener's ``request_timeout`` passed before the request was whole: 408 and
+        close, as the header deadline (a connection that never sent a byte just closes). Like
+        Envoy's, it no longer applies once the response has begun."""
+        error = errors.RequestOverallTimeout("request not received in time")
+        if kind == _HEADER:
+            if self.queue:
+                return
+            if not self.served and not self.reader.in_head:
+                self._close()
+            else:
+                self._protocol_error(error)
+            return
+        ex = self.reading
+        if ex is None or ex.resp is Resp.SENDING or ex.resp is Resp.DONE:
+            self.request_deadline = math.inf
+            self._rearm()
+            return
+        self._protocol_error(error)
 
     def stream_idle(self, now: float) -> None:
         """Called by the sweeper: cut the active exchange if nothing moved for too long."""

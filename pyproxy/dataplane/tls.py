@@ -21,8 +21,10 @@ import functools
 import os
 import re
 import ssl
+import warnings
 import weakref
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import certifi
 
@@ -43,8 +45,23 @@ CIPHERS_TLS12 = ":".join(
         "ECDHE-RSA-AES256-GCM-SHA384",
     ]
 )
+# Envoy's default server suites that TLS 1.0 and 1.1 can use (CBC with SHA-1), offered besides
+# CIPHERS_TLS12 only when a listener's minVersion allows those versions and names no ciphers.
+CIPHERS_LEGACY = ":".join(
+    [
+        "ECDHE-ECDSA-AES128-SHA",
+        "ECDHE-RSA-AES128-SHA",
+        "AES128-GCM-SHA256",
+        "AES128-SHA",
+        "ECDHE-ECDSA-AES256-SHA",
+        "ECDHE-RSA-AES256-SHA",
+        "AES256-GCM-SHA384",
+        "AES256-SHA",
+    ]
+)
 SniCallback = Callable[[ssl.SSLObject, str | None, ssl.SSLContext], None]
 _MIN_VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
+VERSIONS = {"1.0": ssl.TLSVersion.TLSv1, "1.1": ssl.TLSVersion.TLSv1_1, **_MIN_VERSIONS}
 _HASHED_CERT_NAME = re.compile(r"^[0-9a-f]{8}\.\d+$")  # c_rehash / openssl rehash names
 
 # Envoy's packed BoringSSL error for a failed verification, kept verbatim for clients that
@@ -173,32 +190,70 @@ def transport_failure_reason(exc: BaseException | None, verify_reason: str | Non
 # ------------------------------------------------------------------ listener (server) side
 
 
-def server_context(certs: Sequence[ir.Certificate]) -> ssl.SSLContext:
+@dataclass(frozen=True, slots=True)
+class ServerOptions:
+    """A listener's TLS handshake options (``ir.ListenerTLS`` without its certificates):
+    protocol versions, the OpenSSL cipher list for TLS 1.2 and below (empty: pyproxy's
+    default, Envoy's ECDHE AEAD suites; TLS 1.3 suites are always OpenSSL's, all AEAD), and
+    the ALPN protocols offered (empty: no ALPN)."""
+
+    min_version: str = "1.2"
+    max_version: str = "1.3"
+    ciphers: tuple[str, ...] = ()
+    alpn: tuple[str, ...] = tuple(SERVER_ALPN)
+
+    @classmethod
+    def of(cls, listener_tls: ir.ListenerTLS) -> ServerOptions:
+        return cls(listener_tls.min_version, listener_tls.max_version, listener_tls.ciphers, listener_tls.alpn)
+
+
+def configure_server(ctx: ssl.SSLContext, options: ServerOptions) -> None:
+    """Apply ``options`` to a server context (also to a live socket's front context on a
+    reload: handshakes that begin afterwards take them). TLS 1.0 and 1.1 need OpenSSL's
+    security level 0 (their handshakes sign with SHA-1), so a listener that allows them gets
+    it, and without ciphers of its own the CBC suites those versions can use."""
+    legacy = VERSIONS[options.min_version] < ssl.TLSVersion.TLSv1_2
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # TLSv1 and TLSv1_1 are, and meant
+        ctx.minimum_version = VERSIONS[options.min_version]
+        ctx.maximum_version = VERSIONS[options.max_version]
+    ciphers = ":".join(options.ciphers) or (CIPHERS_TLS12 + ":" + CIPHERS_LEGACY if legacy else CIPHERS_TLS12)
+    ctx.set_ciphers(ciphers + ":@SECLEVEL=0" if legacy else ciphers)
+    # no ALPN: the selection callback finds no overlap and answers without the extension
+    ctx.set_alpn_protocols(list(options.alpn))
+
+
+def server_context(certs: Sequence[ir.Certificate], options: ServerOptions | None = None) -> ssl.SSLContext:
     """The server context for an HTTPS listener (cached by value; blocking: run off the loop).
 
     The first certificate is the default; with several, the TLS server name picks the one
     whose DNS SAN (or, without SANs, subject CN) matches it: an exact name before a wildcard.
-    Raises ValueError when ``certs`` is empty or a certificate or key cannot be loaded."""
-    return _server_context(tuple(certs))
+    Every context gets ``options`` (ALPN is answered by the context the server name selected;
+    the versions and ciphers of a live socket are its front context's: ``switching_context``).
+    Raises ValueError when ``certs`` is empty or a certificate or key cannot be loaded, or
+    when no cipher of ``options`` is known to OpenSSL (``ssl.SSLError``)."""
+    return _server_context(tuple(certs), options or ServerOptions())
 
 
 @functools.lru_cache(maxsize=64)
-def _server_context(certs: tuple[ir.Certificate, ...]) -> ssl.SSLContext:
+def _server_context(certs: tuple[ir.Certificate, ...], options: ServerOptions) -> ssl.SSLContext:
     if not certs:
         raise ValueError("an HTTPS listener needs at least one certificate")
-    loaded = [_load_certificate(cert) for cert in certs]
+    loaded = [_load_certificate(cert, options) for cert in certs]
     default = loaded[0][0]
     default.sni_callback = _sni_selector(loaded)
     return default
 
 
-def switching_context(current: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
+def switching_context(current: Callable[[], ssl.SSLContext], options: ServerOptions | None = None) -> ssl.SSLContext:
     """A server context for a listening socket that outlives reloads: it carries no
     certificate of its own; at each handshake its ``sni_callback`` switches the connection to
     ``current()`` (the socket's context in the snapshot serving now) and lets that context's
     own selector pick the certificate. A reload that changes certificates thus needs no new
-    socket, and handshakes in progress keep the context they started with."""
-    front = _new_server_context()
+    socket, and handshakes in progress keep the context they started with. The versions and
+    ciphers a handshake allows are this context's (OpenSSL fixes them when the connection is
+    created, before the server name is known): ``configure_server`` changes them on a reload."""
+    front = _new_server_context(options or ServerOptions())
 
     def switch(ssl_object: ssl.SSLObject, server_name: str | None, _front: ssl.SSLContext) -> None:
         ctx = current()
@@ -220,20 +275,17 @@ def server_name(ssl_object: ssl.SSLObject) -> str | None:
     return _server_names.get(ssl_object)
 
 
-def _new_server_context() -> ssl.SSLContext:
+def _new_server_context(options: ServerOptions) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    ctx.maximum_version = ssl.TLSVersion.TLSv1_3
-    ctx.set_ciphers(CIPHERS_TLS12)
-    ctx.set_alpn_protocols(SERVER_ALPN)
+    configure_server(ctx, options)
     ctx.options |= ssl.OP_CIPHER_SERVER_PREFERENCE | ssl.OP_NO_RENEGOTIATION
     return ctx
 
 
-def _load_certificate(cert: ir.Certificate) -> tuple[ssl.SSLContext, list[str]]:
+def _load_certificate(cert: ir.Certificate, options: ServerOptions) -> tuple[ssl.SSLContext, list[str]]:
     """A context serving ``cert`` and the names it covers (``pem.load_key_pair``: the same
     loader translation validates the certificate with)."""
-    ctx = _new_server_context()
+    ctx = _new_server_context(options)
     try:
         decoded = pem.load_key_pair(ctx, cert.cert_pem, cert.key_pem)
     except pem.PemError as exc:

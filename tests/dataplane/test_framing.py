@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from pyproxy import errors
-from pyproxy.dataplane.framing import RequestHead, RequestReader
+from pyproxy.dataplane.client import HeadRules
+from pyproxy.dataplane.framing import DEFAULT_RULES, RequestHead, RequestReader
 from pyproxy.dataplane.limits import DEFAULT, Limits
 
 
@@ -35,28 +36,29 @@ class Recorder:
             self.reader.hold()
 
 
-def feed(data: bytes, split: bool, limits: Limits = DEFAULT) -> list[tuple]:
+def feed(data: bytes, split: bool, limits: Limits = DEFAULT, rules: HeadRules = DEFAULT_RULES) -> list[tuple]:
     rec = Recorder()
-    reader = RequestReader(rec, limits)
+    reader = RequestReader(rec, limits, rules)
     pieces = [data[i:i + 1] for i in range(len(data))] if split else [data]
     for piece in pieces:
         assert reader.feed(piece) == b""
     return rec.events
 
 
-def tr(data: bytes, expected: list[tuple], limits: Limits = DEFAULT) -> None:
-    assert feed(data, False, limits) == expected
-    assert feed(data, True, limits) == expected
+def tr(data: bytes, expected: list[tuple], limits: Limits = DEFAULT, rules: HeadRules = DEFAULT_RULES) -> None:
+    assert feed(data, False, limits, rules) == expected
+    assert feed(data, True, limits, rules) == expected
     # trailing data: the start of another request changes nothing about this one
-    assert feed(data + b"GET /next HTTP/1.1\r\nHo", False, limits) == expected
-    assert feed(data + b"GET /next HTTP/1.1\r\nHo", True, limits) == expected
+    assert feed(data + b"GET /next HTTP/1.1\r\nHo", False, limits, rules) == expected
+    assert feed(data + b"GET /next HTTP/1.1\r\nHo", True, limits, rules) == expected
 
 
-def tr_error(data: bytes, error: type[errors.ProxyError], limits: Limits = DEFAULT) -> None:
+def tr_error(data: bytes, error: type[errors.ProxyError], limits: Limits = DEFAULT,
+             rules: HeadRules = DEFAULT_RULES) -> None:
     """Whole and byte by byte, ``data`` ends in ``error``; afterwards nothing more is parsed."""
     for split in (False, True):
         rec = Recorder()
-        reader = RequestReader(rec, limits)
+        reader = RequestReader(rec, limits, rules)
         pieces = [data[i:i + 1] for i in range(len(data))] if split else [data]
         with pytest.raises(error):
             for piece in pieces:

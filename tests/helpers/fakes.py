@@ -117,7 +117,7 @@ async def connection(limits: Limits = DEFAULT, config: ir.Config | None = None
     """A downstream connection on a fake transport and clock (``connection_made`` done)."""
     loop = FakeLoop()
     stats = Stats()
-    snapshot = await compile_config(config or direct_config(), stats)
+    snapshot = await compile_config(config or direct_config(), stats, limits)
     ctx = Context(snapshot, Resolver(None, 30.0), Pool(limits), AccessLog("off"), stats, limits,
                   loop=cast(asyncio.AbstractEventLoop, loop))
     proto = HttpProtocol(ctx, ("127.0.0.1", 0), "http")
