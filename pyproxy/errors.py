@@ -2,6 +2,8 @@
 HTTP status (and fixed body) the client gets."""
 from __future__ import annotations
 
+import copy
+
 
 class ConfigError(Exception):
     """Invalid configuration: every problem found, each message naming file, document, line
@@ -149,17 +151,19 @@ class UpstreamConnectError(ProxyError):
             body += ", transport failure reason: " + transport_reason
         self.body = body
         self.transport_reason = transport_reason
-        cause = "connection_failure" + ("," + transport_reason if transport_reason else "")
+        cause = reason.replace(" ", "_") + ("," + transport_reason if transport_reason else "")
         self.details = "upstream_reset_before_response_started{" + cause + "}"
         super().__init__(body)
 
 
 class UpstreamOverflow(ProxyError):
-    """The upstream address is at its connection limit and its queue of waiting requests is
-    full (an Envoy circuit breaker, flag UO). Like Envoy, never retried."""
+    """A circuit breaker of the destination is open: too many requests waiting for a
+    connection, or in flight (Envoy's reset reason ``overflow``, flag UO). Like Envoy, never
+    retried."""
 
     status = 503
     flags = "UO"
+    details = "upstream_reset_before_response_started{overflow}"
     body = "upstream connect error or disconnect/reset before headers. reset reason: overflow"
 
 
@@ -200,10 +204,19 @@ class UpstreamProtocolError(ProxyError):
 
 
 class UpstreamTimeout(ProxyError):
+    """The route's request timeout passed before the response ended (Envoy UT)."""
+
     status = 504
     flags = "UT"
     details = "upstream_response_timeout"
     body = "upstream request timeout"
+
+
+class UpstreamPerTryTimeout(UpstreamTimeout):
+    """One attempt's timeout (``perRetry.timeout`` / ``backendRequest``) passed before its
+    response began: retried like a reset when the retry policy says so, else answered 504."""
+
+    details = "upstream_per_try_timeout"
 
 
 class NoHealthyUpstream(ProxyError):
@@ -213,3 +226,42 @@ class NoHealthyUpstream(ProxyError):
     flags = "UH"
     details = "no_healthy_upstream"
     body = "no healthy upstream"
+
+
+# ------------------------------------------------------------------ answers after retries
+
+_BEFORE_HEADERS = "upstream connect error or disconnect/reset before headers. "
+_EARLY = "upstream_reset_before_response_started"
+
+
+def answered(error: ProxyError, *, retried: bool, flags: str, late: bool) -> ProxyError:
+    """``error`` as the client gets it. After at least one retry Envoy's reset bodies say
+    ``retried and the latest reset reason: …``; ``flags`` (URX, UO: retries not made) join
+    its own; ``late``: the response had begun, so the details say
+    ``upstream_reset_after_response_started``. A copy when anything changes: error instances
+    may be shared."""
+    say_retried = retried and error.body.startswith(_BEFORE_HEADERS + "reset reason: ")
+    late_details = late and error.details.startswith(_EARLY)
+    if not say_retried and not flags and not late_details:
+        return error
+    again = copy.copy(error)
+    if say_retried:
+        again.body = _BEFORE_HEADERS + "retried and the latest " + error.body[len(_BEFORE_HEADERS):]
+    if flags:
+        again.flags = join_flags(error.flags, flags)
+    if late_details:
+        again.details = "upstream_reset_after_response_started" + error.details[len(_EARLY):]
+    return again
+
+
+# Envoy prints %RESPONSE_FLAGS% in the order of its flag table, joined by commas.
+_FLAG_ORDER = ("LH", "UH", "UT", "LR", "UR", "UF", "UC", "UO", "NR", "DI", "FI", "RL", "UAEX", "RLSE", "DC", "URX",
+               "SI", "IH", "DPE", "UMSDR", "RFCF", "NFCF", "DT", "UPE", "NC", "OM", "DF", "DO", "DR")
+
+
+def join_flags(*flags: str) -> str:
+    """Response flags combined as Envoy prints them (``UF,URX``); ``-`` when none."""
+    found = {code for group in flags for code in group.split(",") if code and code != "-"}
+    ordered = [code for code in _FLAG_ORDER if code in found]
+    ordered += sorted(found.difference(_FLAG_ORDER))
+    return ",".join(ordered) or "-"

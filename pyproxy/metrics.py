@@ -146,12 +146,21 @@ class RuntimeCollector(Collector):
         yield rq_xx
         yield rq_time
         for field, doc in (("rq_timeout", "requests that hit the route timeout"),
-                           ("rq_per_try_timeout", "attempts that hit the backendRequest timeout"),
-                           ("rq_retry", "retries")):
+                           ("rq_per_try_timeout", "attempts that hit their per-try timeout"),
+                           ("rq_retry", "retries"),
+                           ("cx_overflow", "connections not opened: the circuit breaker's maxConnections"),
+                           ("rq_pending_overflow", "requests refused (503 UO): the circuit breaker's "
+                                                   "maxPendingRequests or maxParallelRequests"),
+                           ("rq_retry_overflow", "retries not made: the circuit breaker's maxParallelRetries")):
             family = UnknownMetricFamily(f"envoy_cluster_upstream_{field}", doc, labels=[CLUSTER])
             for name, stats in clusters:
                 family.add_metric([name], getattr(stats, field))
             yield family
+        pending = GaugeMetricFamily("envoy_cluster_upstream_rq_pending_active", "requests waiting for a connection",
+                                    labels=[CLUSTER])
+        for name, stats in clusters:
+            pending.add_metric([name], stats.rq_pending)
+        yield pending
 
     def _pyproxy(self) -> Iterator[Metric]:
         runtime = self.runtime

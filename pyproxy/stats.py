@@ -60,9 +60,10 @@ class HostStats:
     A connection counts for the cluster that opened it: clusters that name the same address
     with the same TLS settings share pooled connections."""
 
-    __slots__ = ("cx_total", "cx_active", "cx_connect_fail", "rq_total", "rq_active", "rq_error")
+    __slots__ = ("cluster", "cx_total", "cx_active", "cx_connect_fail", "rq_total", "rq_active", "rq_error")
 
-    def __init__(self) -> None:
+    def __init__(self, cluster: ClusterStats | None = None) -> None:
+        self.cluster = cluster  # whose circuit-breaker gauges its connections count in
         self.cx_total = 0  # connection attempts, failed ones included (as Envoy)
         self.cx_active = 0
         self.cx_connect_fail = 0
@@ -73,9 +74,17 @@ class HostStats:
 
 class ClusterStats:
     """One destination (Envoy's ``cluster.<name>.upstream_*``). The connection and request
-    totals are the sums over ``hosts``."""
+    totals are the sums over ``hosts``.
 
-    __slots__ = ("hosts", "rq_xx", "rq_time", "rq_timeout", "rq_per_try_timeout", "rq_retry")
+    The circuit breakers read four gauges kept here: ``cx_open`` (connections the destination
+    opened, being opened or open), ``rq_pending`` (requests waiting for a connection),
+    ``rq_active`` (requests on a connection) and ``rq_retry_active`` (retries scheduled or in
+    flight); a request refused by one counts in ``cx_overflow`` (a connection not opened:
+    the request waits instead), ``rq_pending_overflow`` (pending or parallel requests: 503) or
+    ``rq_retry_overflow`` (a retry not made), Envoy's names."""
+
+    __slots__ = ("hosts", "rq_xx", "rq_time", "rq_timeout", "rq_per_try_timeout", "rq_retry", "cx_open", "rq_pending",
+                 "rq_active", "rq_retry_active", "cx_overflow", "rq_pending_overflow", "rq_retry_overflow")
 
     def __init__(self) -> None:
         self.hosts: dict[Target, HostStats] = {}
@@ -84,11 +93,18 @@ class ClusterStats:
         self.rq_timeout = 0
         self.rq_per_try_timeout = 0
         self.rq_retry = 0
+        self.cx_open = 0
+        self.rq_pending = 0
+        self.rq_active = 0
+        self.rq_retry_active = 0
+        self.cx_overflow = 0
+        self.rq_pending_overflow = 0
+        self.rq_retry_overflow = 0
 
     def host(self, target: Target) -> HostStats:
         stats = self.hosts.get(target)
         if stats is None:
-            stats = self.hosts[target] = HostStats()
+            stats = self.hosts[target] = HostStats(self)
         return stats
 
     def total(self, field: str) -> int:

@@ -25,24 +25,28 @@ from ..stats import ClusterStats, Stats, Target
 from . import client, tls
 from .client import ClientPolicy
 from .cors import CompiledCors
-from .dns import DnsError, Resolver
+from .dns import DnsError, Family, Resolver, Watch
 from .filters import HeaderOps, compile_mutation
 from .limits import DEFAULT as DEFAULT_LIMITS
 from .limits import Limits
+from .retry import RetryPolicy
 from .router import HostIndex, Matcher
 
 FORWARD, REDIRECT, DIRECT = 0, 1, 2
 log = logging.getLogger("pyproxy.compile")
+Lookup = Callable[[str, Family], tuple[str, ...] | None]  # ``Resolver.lookup``
 
 
 class CompiledDestination:
     """Endpoints and upstream TLS of one ``ir.Destination``. ``addresses`` flattens every
     endpoint to (host, port) for round robin; FQDN endpoints are looked up in the DNS cache
-    at pick time, so a refreshed answer is used by the next request. ``stats`` are the
-    runtime's counters of this destination's name (they outlive the snapshot)."""
+    (in the destination's ``lookup_family``) at pick time, so a refreshed answer is used by
+    the next request. ``stats`` are the runtime's counters of this destination's name (they
+    outlive the snapshot, and so do the gauges its circuit ``breaker`` is checked against).
+    ``idle_timeout``: None means the pool's own."""
 
     __slots__ = ("name", "endpoints", "tls", "ssl_context", "connect_timeout", "_rr", "_static", "fqdns", "stats",
-                 "http2")
+                 "http2", "breaker", "idle_timeout", "family")
 
     def __init__(self, dest: ir.Destination, ssl_context: ssl.SSLContext | None, stats: ClusterStats) -> None:
         self.name = dest.name
@@ -52,25 +56,29 @@ class CompiledDestination:
         self.ssl_context = ssl_context
         self.connect_timeout = dest.connect_timeout
         self.http2 = dest.http2
+        self.breaker = dest.circuit_breaker
+        self.idle_timeout = dest.idle_timeout
+        self.family = dest.dns.lookup_family
         self._rr = itertools.count()
         self.fqdns = tuple(e for e in dest.endpoints if e.kind == "fqdn")
         self._static = tuple((e.host, e.port, e.kind == "unix") for e in dest.endpoints if e.kind != "fqdn")
 
-    def addresses(self, lookup: Callable[[str], tuple[str, ...] | None]) -> list[tuple[str, int, bool]] | tuple:
+    def addresses(self, lookup: Lookup) -> list[tuple[str, int, bool]] | tuple:
         """Every usable (host, port, is_unix) now; FQDNs not yet resolved contribute nothing."""
         if not self.fqdns:
             return self._static
         out = list(self._static)
+        family = self.family
         for ep in self.fqdns:
-            for addr in lookup(ep.host) or ():
+            for addr in lookup(ep.host, family) or ():
                 out.append((addr, ep.port, False))
         return out
 
-    def hosts(self, lookup: Callable[[str], tuple[str, ...] | None]) -> list[tuple[Target, str | None]]:
+    def hosts(self, lookup: Lookup) -> list[tuple[Target, str | None]]:
         """``addresses`` with the DNS name each came from (None for IP and unix endpoints)."""
         out: list[tuple[Target, str | None]] = [(target, None) for target in self._static]
         for ep in self.fqdns:
-            out.extend(((addr, ep.port, False), ep.host) for addr in lookup(ep.host) or ())
+            out.extend(((addr, ep.port, False), ep.host) for addr in lookup(ep.host, self.family) or ())
         return out
 
     async def resolve(self, resolver: Resolver) -> list[tuple[str, int, bool]] | tuple:
@@ -78,7 +86,7 @@ class CompiledDestination:
         the DNS cache has any (a failed lookup contributes nothing)."""
         for ep in self.fqdns:
             try:
-                await resolver.resolve(ep.host)
+                await resolver.resolve(ep.host, self.family)
             except DnsError:
                 pass
         return self.addresses(resolver.lookup)
@@ -103,8 +111,12 @@ class CompiledBackend:
 
 
 class CompiledRoute:
+    """``try_timeout`` bounds one upstream attempt: the retry policy's ``per_try_timeout``,
+    else ``timeouts.backend_request``."""
+
     __slots__ = ("name", "matcher", "kind", "backends", "_cumulative", "_total", "redirect", "direct",
-                 "request_headers", "response_headers", "url_rewrite", "timeouts", "retry", "cors", "mirrors")
+                 "request_headers", "response_headers", "url_rewrite", "timeouts", "retry", "try_timeout", "cors",
+                 "mirrors")
 
     def __init__(self, route: ir.Route, destinations: dict[str, CompiledDestination]) -> None:
         self.name = route.name
@@ -113,7 +125,9 @@ class CompiledRoute:
         self.response_headers: HeaderOps | None = compile_mutation(route.response_headers)
         self.url_rewrite = route.url_rewrite
         self.timeouts = route.timeouts
-        self.retry = route.retry
+        self.retry = RetryPolicy(route.retry) if route.retry is not None else None
+        per_try = self.retry.per_try_timeout if self.retry is not None else None
+        self.try_timeout = per_try if per_try is not None else route.timeouts.backend_request
         self.cors = CompiledCors(route.cors) if route.cors is not None else None
         self.mirrors = tuple(
             (destinations[m.destination.name], m.percent)
@@ -212,7 +226,7 @@ class PortGroup:
 class Snapshot:
     config: ir.Config
     groups: dict[tuple[str, int], PortGroup]
-    dns_names: dict[str, float | None]  # FQDN -> refresh interval (None: runtime default)
+    dns_names: dict[tuple[str, Family], Watch]  # (FQDN, lookup family) -> how it is kept fresh
     destinations: dict[str, CompiledDestination]
     shortest_timeout: float = math.inf  # the shortest client deadline a listener sets
 
@@ -238,7 +252,7 @@ async def compile_config(config: ir.Config, stats: Stats, limits: Limits = DEFAU
     left out."""
     loop = asyncio.get_running_loop()
     destinations: dict[str, CompiledDestination] = {}
-    dns_names: dict[str, float | None] = {}
+    dns_names: dict[tuple[str, Family], Watch] = {}
     for name, dest in _destinations(config).items():
         try:
             ctx = await loop.run_in_executor(None, tls.client_context, dest.tls, dest.http2) if dest.tls else None
@@ -246,11 +260,13 @@ async def compile_config(config: ir.Config, stats: Stats, limits: Limits = DEFAU
         except Exception:
             log.exception("bug: destination %s failed to compile; its backendRefs answer 500", name)
             continue
+        if dest.tls is not None and dest.tls.insecure_skip_verify:
+            log.warning("destination %s: insecureSkipVerify is set: the certificates of its upstreams are NOT "
+                        "verified (any server, or anyone in the path, is trusted)", name)
         for ep in dest.endpoints:
             if ep.kind == "fqdn":
-                # a name shared by destinations refreshes at the shortest interval any of them sets
-                intervals = [r for r in (dns_names.get(ep.host), dest.dns.refresh) if r is not None]
-                dns_names[ep.host] = min(intervals) if intervals else None
+                entry = (ep.host.lower(), dest.dns.lookup_family)
+                dns_names[entry] = _watch(dns_names.get(entry), dest.dns)
     by_port: dict[tuple[str, int], list[ir.Listener]] = {}
     for listener in config.listeners:
         by_port.setdefault((listener.address, listener.port), []).append(listener)
@@ -265,6 +281,15 @@ async def compile_config(config: ir.Config, stats: Stats, limits: Limits = DEFAU
     shortest = min((p.shortest_timeout for p in policies.values()), default=math.inf)
     return Snapshot(config=config, groups=groups, dns_names=dns_names, destinations=destinations,
                     shortest_timeout=shortest)
+
+
+def _watch(current: Watch | None, dns: ir.DnsSettings) -> Watch:
+    """How a name is kept fresh: a name shared by destinations refreshes at the shortest
+    interval any of them sets, and follows its TTL when any of them says so."""
+    if current is None:
+        return Watch(dns.refresh, dns.respect_ttl)
+    intervals = [r for r in (current.refresh, dns.refresh) if r is not None]
+    return Watch(min(intervals) if intervals else None, current.respect_ttl or dns.respect_ttl)
 
 
 async def _compile_group(

@@ -9,8 +9,13 @@
   with a backoff bounded by the interval.
 * The hosts file is consulted before DNS (re-read when it changes); IP literals and
   ``localhost`` never reach DNS.
-* IPv4 is preferred: A records, and AAAA only when there are no A records (Envoy
-  ``V4_PREFERRED``). Every address is kept, in answer order.
+* Each name is resolved in a lookup family (``ir.DnsSettings.lookup_family``, Envoy's
+  ``dns_lookup_family``): ``IPv4`` asks for A records only, ``IPv6`` for AAAA only,
+  ``IPv4Preferred`` (the default, Envoy ``V4_PREFERRED``) for A and AAAA only when there is
+  no A, ``IPv6Preferred`` the other way round, ``IPv4AndIPv6`` for both (A first). A name
+  asked for in two families is two cache entries. Every address is kept, in answer order.
+* A watched name whose ``Watch.respect_ttl`` is set is refreshed when its answer's TTL
+  (the smallest of its records, at least 1 s) runs out instead of every interval.
 
 Answers for names that are not watched expire after ``default_refresh`` seconds, since no
 task keeps them fresh; the expired answer is still the "last good" one if a new query fails.
@@ -28,6 +33,8 @@ import os
 import random
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Literal
 
 import dns.asyncresolver
 import dns.exception
@@ -39,7 +46,38 @@ from pyproxy.errors import NoHealthyUpstream
 log = logging.getLogger("pyproxy.dns")
 
 _BACKOFF_START = 1.0  # seconds before the first retry after a failed refresh
-_LOCALHOST = ("127.0.0.1",)
+_MIN_TTL = 1.0  # with respect_ttl, a name is refreshed at most once a second
+
+Family = Literal["IPv4", "IPv6", "IPv4Preferred", "IPv6Preferred", "IPv4AndIPv6"]
+DEFAULT_FAMILY: Family = "IPv4Preferred"
+Key = tuple[str, Family]  # a cache entry: (lower-case name, lookup family)
+
+
+@dataclass(frozen=True, slots=True)
+class Watch:
+    """How a watched name is kept fresh: every ``refresh`` seconds (None: the resolver's
+    ``default_refresh``), or, with ``respect_ttl``, when its answer's TTL runs out."""
+
+    refresh: float | None = None
+    respect_ttl: bool = False
+
+
+def select(family: Family, v4: tuple[str, ...], v6: tuple[str, ...]) -> tuple[str, ...]:
+    """The addresses a lookup family takes from a name's IPv4 and IPv6 addresses."""
+    if family == "IPv4Preferred":
+        return v4 or v6
+    if family == "IPv4":
+        return v4
+    if family == "IPv6":
+        return v6
+    if family == "IPv6Preferred":
+        return v6 or v4
+    return v4 + v6
+
+
+def _label(key: Key) -> str:
+    name, family = key
+    return name if family == DEFAULT_FAMILY else f"{name}/{family}"
 
 
 class DnsError(NoHealthyUpstream):
@@ -47,19 +85,20 @@ class DnsError(NoHealthyUpstream):
 
 
 class HostsFile:
-    """The hosts file as a name → addresses map, re-parsed when its stat signature changes.
-
-    IPv4 addresses are preferred like DNS answers: a name's IPv6 entries are used only when it
-    has no IPv4 entry. A missing or unreadable file is an empty map."""
+    """The hosts file as a name → (IPv4, IPv6) addresses map, re-parsed when its stat
+    signature changes. A lookup takes what its family wants of them, like a DNS answer; a
+    name without an address of that family is not found. A missing or unreadable file is an
+    empty map."""
 
     def __init__(self, path: str) -> None:
         self.path = path
         self._signature: tuple[int, int, int] | None = None
-        self._names: dict[str, tuple[str, ...]] = {}
+        self._names: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {}
 
-    def lookup(self, name: str) -> tuple[str, ...] | None:
+    def lookup(self, name: str, family: Family = DEFAULT_FAMILY) -> tuple[str, ...] | None:
         self._reload_if_changed()
-        return self._names.get(name.rstrip(".").lower())
+        found = self._names.get(name.rstrip(".").lower())
+        return (select(family, *found) or None) if found is not None else None
 
     def _reload_if_changed(self) -> None:
         try:
@@ -75,8 +114,8 @@ class HostsFile:
         self._signature, self._names = signature, parse_hosts(text)
 
 
-def parse_hosts(text: str) -> dict[str, tuple[str, ...]]:
-    """``addr name [alias...]  # comment`` lines → lower-case name → addresses (v4 first)."""
+def parse_hosts(text: str) -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
+    """``addr name [alias...]  # comment`` lines → lower-case name → (IPv4, IPv6) addresses."""
     v4: dict[str, list[str]] = {}
     v6: dict[str, list[str]] = {}
     for line in text.splitlines():
@@ -91,7 +130,7 @@ def parse_hosts(text: str) -> dict[str, tuple[str, ...]]:
             addresses = family.setdefault(name.rstrip(".").lower(), [])
             if fields[0] not in addresses:
                 addresses.append(fields[0])
-    return {name: tuple(v4.get(name) or v6[name]) for name in v4.keys() | v6.keys()}
+    return {name: (tuple(v4.get(name, ())), tuple(v6.get(name, ()))) for name in v4.keys() | v6.keys()}
 
 
 def _ip_literal(name: str) -> bool:
@@ -107,8 +146,8 @@ class Resolver:
 
     ``stats`` counts ``refreshes`` (resolutions of a name: a background refresh or a cold
     lookup, from the hosts file or DNS), the ``failures`` among them, DNS ``queries`` sent
-    (one per resolution that reaches DNS, A then maybe AAAA) and answer ``changes``, for
-    metrics."""
+    (one per resolution that reaches DNS, A and/or AAAA as its family asks) and answer
+    ``changes``, for metrics."""
 
     def __init__(
         self,
@@ -126,19 +165,20 @@ class Resolver:
         self._nameservers = tuple(nameservers) if nameservers is not None else None
         self._dns: dns.asyncresolver.Resolver | None = None
         self._hosts = HostsFile(hosts_file)
-        self._answers: dict[str, tuple[str, ...]] = {}
-        self._expiry: dict[str, float] = {}  # only for names nobody watches
-        self._negative: dict[str, tuple[str, float]] = {}  # name → (error, until)
-        self._intervals: dict[str, float] = {}
-        self._refreshers: dict[str, asyncio.Task[None]] = {}
-        self._inflight: dict[str, asyncio.Task[tuple[str, ...]]] = {}
+        self._answers: dict[Key, tuple[str, ...]] = {}
+        self._ttls: dict[Key, float] = {}  # the TTL of the last DNS answer (none for static ones)
+        self._expiry: dict[Key, float] = {}  # only for names nobody watches
+        self._negative: dict[Key, tuple[str, float]] = {}  # key → (error, until)
+        self._watches: dict[Key, Watch] = {}
+        self._refreshers: dict[Key, asyncio.Task[None]] = {}
+        self._inflight: dict[Key, asyncio.Task[tuple[str, ...]]] = {}
         self._closed = False
 
     # ------------------------------------------------------------------ answering
 
-    def lookup(self, name: str) -> tuple[str, ...] | None:
+    def lookup(self, name: str, family: Family = DEFAULT_FAMILY) -> tuple[str, ...] | None:
         """The cached answer, or None when cold. Never awaits, never queries DNS."""
-        key = name.lower()
+        key = (name.lower(), family)
         addresses = self._answers.get(key)
         if addresses is None:
             return self._static(key)
@@ -147,12 +187,12 @@ class Resolver:
             return None
         return addresses
 
-    async def resolve(self, name: str) -> tuple[str, ...]:
+    async def resolve(self, name: str, family: Family = DEFAULT_FAMILY) -> tuple[str, ...]:
         """The cached answer, or a fresh one; the last good answer if the query fails.
 
         Raises DnsError when there is neither an answer nor a previous one."""
-        key = name.lower()
-        cached = self.lookup(key)
+        key: Key = (name.lower(), family)
+        cached = self.lookup(*key)
         if cached is not None:
             return cached
         negative = self._negative.get(key)
@@ -166,58 +206,62 @@ class Resolver:
                 raise
             return previous
 
-    def _static(self, name: str) -> tuple[str, ...] | None:
+    def _static(self, key: Key) -> tuple[str, ...] | None:
         """Answers that never come from DNS: IP literals, the hosts file, ``localhost``."""
+        name, family = key
         if _ip_literal(name):
             return (name,)
-        found = self._hosts.lookup(name)
+        found = self._hosts.lookup(name, family)
         if found is None and name.rstrip(".") == "localhost":
-            return _LOCALHOST
+            return select(family, ("127.0.0.1",), ("::1",))
         return found
 
     # ------------------------------------------------------------------ watching
 
-    def set_watched(self, names: Mapping[str, float | None]) -> None:
-        """Keep exactly these names fresh, each at its interval (None: ``default_refresh``)."""
+    def set_watched(self, watches: Mapping[Key, Watch]) -> None:
+        """Keep exactly these (name, family) entries fresh, each as its ``Watch`` says."""
         if self._closed:
             raise RuntimeError("resolver is closed")
         loop = asyncio.get_running_loop()
-        wanted = {
-            name.lower(): self.default_refresh if interval is None else interval
-            for name, interval in names.items()
-            if not _ip_literal(name)
-        }
-        for name in self._refreshers.keys() - wanted.keys():
-            self._refreshers.pop(name).cancel()
-            if name in self._answers:
-                self._expiry[name] = time.monotonic() + self.default_refresh
-        self._intervals = wanted
-        for name in wanted:
-            self._expiry.pop(name, None)
-            if name not in self._refreshers:
-                self._refreshers[name] = loop.create_task(
-                    self._refresh_loop(name), name=f"pyproxy.dns.refresh:{name}"
+        wanted = {(name.lower(), family): watch for (name, family), watch in watches.items() if not _ip_literal(name)}
+        for key in self._refreshers.keys() - wanted.keys():
+            self._refreshers.pop(key).cancel()
+            if key in self._answers:
+                self._expiry[key] = time.monotonic() + self.default_refresh
+        self._watches = wanted
+        for key in wanted:
+            self._expiry.pop(key, None)
+            if key not in self._refreshers:
+                self._refreshers[key] = loop.create_task(
+                    self._refresh_loop(key), name=f"pyproxy.dns.refresh:{_label(key)}"
                 )
 
     @property
-    def watched(self) -> frozenset[str]:
+    def watched(self) -> frozenset[Key]:
         return frozenset(self._refreshers)
 
-    async def _refresh_loop(self, name: str) -> None:
+    async def _refresh_loop(self, key: Key) -> None:
         failures = 0
         while True:
             try:
-                await self._update_shared(name)
+                await self._update_shared(key)
                 failures = 0
             except DnsError:
                 failures += 1
-            await asyncio.sleep(self._next_delay(name, failures))
+            await asyncio.sleep(self._next_delay(key, failures))
 
-    def _next_delay(self, name: str, failures: int) -> float:
-        """The interval after a success; after failures 1 s, 2 s, 4 s … capped at the interval."""
-        interval = self._intervals.get(name, self.default_refresh)
+    def _next_delay(self, key: Key, failures: int) -> float:
+        """The interval (or the TTL) after a success; after failures 1 s, 2 s, 4 s … capped
+        at it. The interval is jittered both ways, a TTL only downwards."""
+        watch = self._watches.get(key)
+        interval = self.default_refresh if watch is None or watch.refresh is None else watch.refresh
+        ttl = self._ttls.get(key) if watch is not None and watch.respect_ttl else None
+        if ttl is not None:
+            interval = max(_MIN_TTL, ttl)
         if failures:
             interval = min(interval, _BACKOFF_START * 2 ** min(failures - 1, 30))
+        if ttl is not None and not failures:
+            return max(_MIN_TTL, interval * random.uniform(1 - self.jitter, 1))
         return interval * random.uniform(1 - self.jitter, 1 + self.jitter)
 
     async def close(self) -> None:
@@ -231,61 +275,81 @@ class Resolver:
 
     # ------------------------------------------------------------------ querying
 
-    async def _update_shared(self, name: str) -> tuple[str, ...]:
-        """One query per name at a time: later callers await the query already running."""
-        task = self._inflight.get(name)
+    async def _update_shared(self, key: Key) -> tuple[str, ...]:
+        """One query per entry at a time: later callers await the query already running."""
+        task = self._inflight.get(key)
         if task is None:
-            task = asyncio.get_running_loop().create_task(self._update(name), name=f"pyproxy.dns.query:{name}")
-            self._inflight[name] = task
-            task.add_done_callback(functools.partial(self._query_done, name))
+            task = asyncio.get_running_loop().create_task(self._update(key), name=f"pyproxy.dns.query:{_label(key)}")
+            self._inflight[key] = task
+            task.add_done_callback(functools.partial(self._query_done, key))
         return await asyncio.shield(task)
 
-    def _query_done(self, name: str, task: asyncio.Task[tuple[str, ...]]) -> None:
-        if self._inflight.get(name) is task:
-            del self._inflight[name]
+    def _query_done(self, key: Key, task: asyncio.Task[tuple[str, ...]]) -> None:
+        if self._inflight.get(key) is task:
+            del self._inflight[key]
         if not task.cancelled():
             task.exception()  # retrieved: every waiter may have been cancelled
 
-    async def _update(self, name: str) -> tuple[str, ...]:
+    async def _update(self, key: Key) -> tuple[str, ...]:
         """Ask (hosts file, then DNS), store the answer and return it; on failure log and raise."""
         self.stats["refreshes"] += 1
+        ttl = None
         try:
-            addresses = self._static(name) or await self._query(name)
+            addresses = self._static(key)
+            if not addresses:
+                addresses, ttl = await self._query(*key)
         except DnsError as exc:
             self.stats["failures"] += 1
-            previous = self._answers.get(name)
+            previous = self._answers.get(key)
             if previous is None:
-                self._negative[name] = (str(exc), time.monotonic() + min(_BACKOFF_START, self.default_refresh))
+                self._negative[key] = (str(exc), time.monotonic() + min(_BACKOFF_START, self.default_refresh))
                 log.warning("dns: %s", exc)
             else:
                 log.warning("dns: %s; keeping %s", exc, ", ".join(previous))
             raise
-        self._store(name, addresses)
+        self._store(key, addresses, ttl)
         return addresses
 
-    def _store(self, name: str, addresses: tuple[str, ...]) -> None:
-        previous = self._answers.get(name)
+    def _store(self, key: Key, addresses: tuple[str, ...], ttl: float | None) -> None:
+        previous = self._answers.get(key)
+        label = _label(key)
         if previous is None:
-            log.debug("dns: %s is %s", name, ", ".join(addresses))
+            log.debug("dns: %s is %s", label, ", ".join(addresses))
         elif previous != addresses:
             self.stats["changes"] += 1
-            log.info("dns: %s changed from %s to %s", name, ", ".join(previous), ", ".join(addresses))
-        self._answers[name] = addresses
-        self._negative.pop(name, None)
-        if name in self._intervals:
-            self._expiry.pop(name, None)
+            log.info("dns: %s changed from %s to %s", label, ", ".join(previous), ", ".join(addresses))
+        self._answers[key] = addresses
+        if ttl is None:
+            self._ttls.pop(key, None)
         else:
-            self._expiry[name] = time.monotonic() + self.default_refresh
+            self._ttls[key] = ttl
+        self._negative.pop(key, None)
+        if key in self._watches:
+            self._expiry.pop(key, None)
+        else:
+            self._expiry[key] = time.monotonic() + self.default_refresh
 
-    async def _query(self, name: str) -> tuple[str, ...]:
+    async def _query(self, name: str, family: Family) -> tuple[tuple[str, ...], float | None]:
+        """The addresses of ``name`` in ``family`` and the smallest TTL among their records."""
         self.stats["queries"] += 1
-        addresses = await self._ask(name, "A") or await self._ask(name, "AAAA")
+        found: list[tuple[tuple[str, ...], float | None]] = []
+        if family == "IPv4AndIPv6":
+            found = [await self._ask(name, "A"), await self._ask(name, "AAAA")]
+        else:
+            first, second = ("AAAA", "A") if family in ("IPv6", "IPv6Preferred") else ("A", "AAAA")
+            found = [await self._ask(name, first)]
+            if not found[0][0] and family.endswith("Preferred"):
+                found = [await self._ask(name, second)]
+        addresses = tuple(address for answer, _ in found for address in answer)
         if not addresses:
-            raise DnsError(f"{name}: no A or AAAA records")
-        return addresses
+            wanted = {"IPv4": "A", "IPv6": "AAAA"}.get(family, "A or AAAA")
+            raise DnsError(f"{name}: no {wanted} records")
+        ttls = [ttl for answer, ttl in found if answer and ttl is not None]
+        return addresses, min(ttls) if ttls else None
 
-    async def _ask(self, name: str, rdtype: str) -> tuple[str, ...]:
-        """The addresses of one record type; () when the name exists without such records."""
+    async def _ask(self, name: str, rdtype: str) -> tuple[tuple[str, ...], float | None]:
+        """The addresses of one record type and their TTL; ((), None) when the name exists
+        without such records."""
         try:
             answer = await self._dns_resolver().resolve(
                 name, rdtype, raise_on_no_answer=False, search=self._nameservers is None
@@ -296,7 +360,9 @@ class Resolver:
             raise DnsError(f"{name}: timed out after {self.timeout:g}s") from exc
         except (dns.exception.DNSException, OSError) as exc:
             raise DnsError(f"{name}: {exc}") from exc
-        return tuple(rdata.address for rdata in answer)
+        if answer.rrset is None:
+            return (), None
+        return tuple(rdata.address for rdata in answer), float(answer.rrset.ttl)
 
     def _dns_resolver(self) -> dns.asyncresolver.Resolver:
         """Built on first use, so a host without /etc/resolv.conf can still serve IP backends."""

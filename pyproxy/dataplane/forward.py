@@ -6,6 +6,14 @@ It talks to the client's side only through ``Downstream`` (send head, send body,
 flush, pause): HTTP/1.1 (``server.HttpProtocol``) is its first user, and nothing here
 assumes HTTP/1.1 framing towards the client, so an HTTP/2 stream can drive it the same way.
 It is also the ``ResponseSink`` its upstream connection feeds.
+
+Retries follow Envoy's router: ``retry.RetryPolicy`` says which answers and failures are
+retried; a retry is made only while the request is replayable (complete, its body kept),
+the policy has retries left (else the answer carries flag ``URX``) and the destination's
+circuit breaker has room for another retry in flight (else ``UO``,
+``upstream_rq_retry_overflow``). A retry counts as in flight from the moment it is decided
+until its attempt is answered or fails. The destination's ``max_parallel_requests`` is
+checked before each attempt: over it, 503 ``UO``.
 """
 from __future__ import annotations
 
@@ -28,10 +36,8 @@ if TYPE_CHECKING:
     from .compile import CompiledBackend, CompiledDestination, CompiledRoute
 
 log = logging.getLogger("pyproxy.forward")
+_draw = random.random  # the back-off's uniform draw in [0, 1) (a test may make it fixed)
 
-DEFAULT_BACKOFF = 0.025  # Envoy's default base interval between retries
-# Attempt failures a route's retry policy retries (besides the status codes it lists).
-RETRIABLE = (errors.UpstreamConnectError, errors.UpstreamReset, errors.UpstreamTimeout)
 
 
 class Downstream(Protocol):
@@ -79,7 +85,8 @@ class Forwarder:
 
     __slots__ = ("down", "ex", "ctx", "route", "backend", "dest", "request", "conn", "reused", "task", "timer",
                  "try_timer", "request_done", "retries_left", "replay", "replay_size", "discarding", "retried",
-                 "mirrors", "body", "body_size", "done", "host", "sent_at")
+                 "mirrors", "body", "body_size", "done", "host", "sent_at", "started", "retries_done", "interval",
+                 "retry_slot", "flags")
 
     host: HostStats  # the current attempt's upstream address; set by _attach together with conn
 
@@ -100,11 +107,17 @@ class Forwarder:
         self.timer: asyncio.TimerHandle | None = None  # the overall deadline (timeouts.request)
         self.try_timer: asyncio.TimerHandle | None = None  # per-attempt deadline, or the retry backoff
         self.request_done = False
-        self.retries_left = route.retry.retries if route.retry is not None else 0
+        policy = route.retry
+        self.retries_left = policy.retries if policy is not None else 0
+        self.retries_done = 0  # retries made by the policy (the answer then says so)
+        self.interval = policy.base if policy is not None else 0.0  # the next retry's back-off interval
+        self.retry_slot = False  # a retry of this request counts in the destination's rq_retry_active
+        self.started = False  # a request byte went upstream (on any attempt): not "reset before request"
+        self.flags = ""  # Envoy flags of retries not made (URX, UO), added to the answer's
         self.replay: list[bytes] | None = None  # the whole body so far, kept for retries and mirrors
         self.replay_size = 0
         self.discarding = False  # the current upstream answer is dropped (it is being retried)
-        self.retried = False  # the one stale keep-alive retry was used
+        self.retried = False  # the one stale keep-alive retry was used (without a retry policy)
         mirrored = route.mirrors if not ex.head.upgrade else ()  # an upgrade is not mirrored
         self.mirrors = [dest for dest, percent in mirrored
                         if percent >= 100 or random.random() * 100 < percent] if mirrored else None
@@ -158,6 +171,7 @@ class Forwarder:
     def cancel(self) -> None:
         """The exchange ended (answered, failed, or the client went away)."""
         self.done = True
+        self._release_retry()
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
@@ -177,8 +191,14 @@ class Forwarder:
 
     def _dispatch(self, fresh: bool = False) -> None:
         """Attach an idle pooled connection right away when there is one (the common case,
-        no task); otherwise start a task that resolves and connects."""
+        no task); otherwise start a task that resolves and connects. Over the destination's
+        ``max_parallel_requests`` the attempt is refused (503 ``UO``), as Envoy's pool does."""
         dest = self.dest
+        stats = dest.stats
+        if stats.rq_active >= dest.breaker.max_parallel_requests:
+            stats.rq_pending_overflow += 1
+            self._attempt_failed(errors.UpstreamOverflow("too many requests in flight"))
+            return
         addresses = dest.addresses(self.ctx.resolver.lookup)
         target = None
         if addresses:
@@ -228,6 +248,8 @@ class Forwarder:
         host = self.host = self.dest.stats.host(target)
         host.rq_total += 1
         host.rq_active += 1
+        self.dest.stats.rq_active += 1
+        self.started = True
         self.sent_at = time.monotonic()
         conn.start(self, self.request, self.ex.head.method == "HEAD", bool(self.ex.head.upgrade))
         body = self.body
@@ -248,6 +270,7 @@ class Forwarder:
         if conn is not None:
             conn.abort()
             self.host.rq_active -= 1
+            self.dest.stats.rq_active -= 1
         if self.try_timer is not None:
             self.try_timer.cancel()
             self.try_timer = None
@@ -255,9 +278,9 @@ class Forwarder:
     # ------------------------------------------------------------------ deadlines, retries, mirrors
 
     def _start_try_timer(self) -> None:
-        """The deadline of one upstream attempt (``timeouts.backendRequest``), from the moment
-        the whole request was sent on it."""
-        limit = self.route.timeouts.backend_request
+        """The deadline of one upstream attempt (``perRetry.timeout``, else
+        ``timeouts.backendRequest``), from the moment the whole request was sent on it."""
+        limit = self.route.try_timeout
         if limit is not None and self.try_timer is None:
             self.try_timer = self.down.loop.call_later(limit, self._try_timeout)
 
@@ -265,7 +288,7 @@ class Forwarder:
         self.try_timer = None
         if not self.done and not self.ex.response_started:
             self.dest.stats.rq_per_try_timeout += 1
-            self._attempt_failed(errors.UpstreamTimeout())
+            self._attempt_failed(errors.UpstreamPerTryTimeout())
 
     def _route_timeout(self) -> None:
         self.timer = None
@@ -273,20 +296,42 @@ class Forwarder:
             self.dest.stats.rq_timeout += 1
             self._fail(errors.UpstreamTimeout())
 
-    def _can_retry(self) -> bool:
-        return self.retries_left > 0 and self.request_done and self.replay is not None
+    def _may_retry(self, would: bool) -> bool:
+        """Envoy's ``shouldRetry`` for an attempt's outcome that the policy ``would`` retry:
+        the previous retry is over either way (its slot is released); a new one needs a
+        replayable request, a retry left and room under ``max_parallel_retries``."""
+        self._release_retry()
+        if not would or not self.request_done or self.replay is None:
+            return False
+        if self.retries_left <= 0:
+            self.flags = "URX"
+            return False
+        self.retries_left -= 1
+        stats = self.dest.stats
+        if stats.rq_retry_active >= self.dest.breaker.max_parallel_retries:
+            stats.rq_retry_overflow += 1
+            self.flags = "UO"
+            return False
+        stats.rq_retry_active += 1
+        self.retry_slot = True
+        return True
+
+    def _release_retry(self) -> None:
+        if self.retry_slot:
+            self.retry_slot = False
+            self.dest.stats.rq_retry_active -= 1
 
     def _retry(self) -> None:
-        """Send the request again (its body replayed) after the route's backoff."""
-        self.retries_left -= 1
+        """Send the request again (its body replayed) after a fully jittered back-off."""
         self.dest.stats.rq_retry += 1
+        self.retries_done += 1
         self.discarding = False
         self._drop_attempt()
-        assert self.replay is not None
+        assert self.replay is not None and self.route.retry is not None
         self.body = list(self.replay)
-        retry = self.route.retry
-        backoff = retry.backoff if retry is not None else None
-        self.try_timer = self.down.loop.call_later(DEFAULT_BACKOFF if backoff is None else backoff, self._redispatch)
+        delay = self.interval * _draw()
+        self.interval = self.route.retry.next_interval(self.interval)
+        self.try_timer = self.down.loop.call_later(delay, self._redispatch)
 
     def _redispatch(self) -> None:
         self.try_timer = None
@@ -295,9 +340,15 @@ class Forwarder:
 
     def _attempt_failed(self, error: ProxyError) -> None:
         """One upstream attempt failed before anything was relayed to the client: retry it
-        when the route says so, else answer with the error."""
+        when the route's policy says so, else answer with the error. An attempt whose answer
+        was being dropped for a retry is retried as decided."""
         self._drop_attempt()
-        if (self.discarding or isinstance(error, RETRIABLE)) and not self.ex.response_started and self._can_retry():
+        if self.discarding:
+            self._retry()
+            return
+        policy = self.route.retry
+        if (policy is not None and not self.ex.response_started
+                and self._may_retry(policy.retries_failure(error, self.started))):
             self._retry()
             return
         self._fail(error)
@@ -306,7 +357,8 @@ class Forwarder:
         if not self.ex.response_started:
             self.dest.stats.rq_xx[error.status // 100] += 1
         self.cancel()
-        self.down.fail(self.ex, error)
+        self.down.fail(self.ex, errors.answered(error, retried=self.retries_done > 0, flags=self.flags,
+                                                late=self.ex.response_started))
 
     def _send_mirrors(self) -> None:
         """Copies of the complete request to the mirror destinations; their answers are dropped
@@ -326,10 +378,12 @@ class Forwarder:
         self.dest.stats.rq_xx[status // 100] += 1
         if status >= 500:
             self.host.rq_error += 1
-        retry = self.route.retry
-        if retry is not None and status in retry.codes and self._can_retry():
+        policy = self.route.retry
+        if policy is not None and self._may_retry(policy.retries_status(status)):
             self.discarding = True  # this answer is dropped; the request is sent again
             return
+        if self.flags:
+            self.ex.flags = self.flags
         self.down.send_head(self.ex, status, reason, headers)
 
     def upgraded(self, conn: UpstreamConnection, first: bytes) -> None:
@@ -338,6 +392,7 @@ class Forwarder:
         (a tunnel has the stream idle timeout, as in Envoy)."""
         self.conn = None
         self.host.rq_active -= 1
+        self.dest.stats.rq_active -= 1
         self.done = True
         for timer in (self.timer, self.try_timer):
             if timer is not None:
@@ -364,6 +419,7 @@ class Forwarder:
         conn, self.conn = self.conn, None
         if conn is not None:
             self.host.rq_active -= 1
+            self.dest.stats.rq_active -= 1
         if self.discarding:
             if conn is not None:
                 if reusable:

@@ -1,6 +1,18 @@
 """Keep-alive upstream connections, keyed by (address, port, unix, TLS settings, SNI,
-protocol), with Envoy's circuit breakers per key: at most ``Limits.pool_max_per_key``
-connections and ``Limits.pool_max_pending`` requests waiting for one.
+protocol), within two sets of limits:
+
+* per key, the process's own guard: at most ``Limits.pool_max_per_key`` connections and
+  ``Limits.pool_max_pending`` requests queued for one;
+* per destination, its circuit breaker (``ir.CircuitBreaker``, Envoy's cluster thresholds):
+  at most ``max_pending_requests`` requests waiting for a connection (being dialled for them
+  or queued; over it 503 ``UO``, ``upstream_rq_pending_overflow``), and at most
+  ``max_connections`` connections opened by the destination. At that limit a request queues
+  for a connection of its key instead of dialling (``upstream_cx_overflow``), unless the key
+  has none at all: like Envoy, one connection is always allowed, so a request never waits
+  for a connection that cannot come.
+
+Idle connections close after their destination's ``idle_timeout`` (``Limits.pool_idle_timeout``
+when it has none), counted from their release.
 
 HTTP/1.1 connections carry one request at a time: a request takes an idle one or a new one.
 HTTP/2 connections (a destination with ``http2``) are shared: the pool hands out streams
@@ -45,18 +57,20 @@ class _Slots:
     """The bookkeeping of one key. ``open`` counts connections from a successful connect until
     they close (busy or idle); ``idle`` holds the idle HTTP/1.1 ones in release order (a dict
     for O(1) removal when one closes); ``shared`` the HTTP/2 ones, oldest first; ``waiters``
-    are the requests queued at the limit (or for an HTTP/2 connection being opened), oldest
-    first. Whenever ``waiters`` is not empty, ``idle`` is (a released connection goes to a
-    waiter), and no shared connection has room (a stream goes to a waiter). ``single``: the
-    key's connections carry one request at a time (HTTP/1.1, or what the server selected)."""
+    are the requests queued at a limit (or for an HTTP/2 connection being opened), oldest
+    first, and ``dests`` the destination each of them asks for. Whenever ``waiters`` is not
+    empty, ``idle`` is (a released connection goes to a waiter), and no shared connection has
+    room (a stream goes to a waiter). ``single``: the key's connections carry one request at
+    a time (HTTP/1.1, or what the server selected)."""
 
-    __slots__ = ("open", "connecting", "idle", "waiters", "shared", "single")
+    __slots__ = ("open", "connecting", "idle", "waiters", "dests", "shared", "single")
 
     def __init__(self, single: bool) -> None:
         self.open = 0
         self.connecting = 0
         self.idle: dict[UpstreamConnection, None] = {}
         self.waiters: deque[asyncio.Future] = deque()
+        self.dests: dict[asyncio.Future, CompiledDestination] = {}
         self.shared: dict[H2UpstreamConnection, None] = {}
         self.single = single
 
@@ -77,14 +91,15 @@ class _Slots:
 
 
 class Pool:
-    """Idle connections per key, most recently used first. Idle expiry is swept periodically
-    (one timer per pool, not one per connection: releasing and taking a connection is on the
-    per-request path)."""
+    """Idle connections per key, most recently used first. Idle expiry is swept (one timer
+    per pool, due when the first idle connection expires, not one per connection: releasing
+    and taking a connection is on the per-request path)."""
 
     def __init__(self, limits: Limits) -> None:
         self.limits = limits
         self._slots: dict[PoolKey, _Slots] = {}
         self._sweeper: asyncio.TimerHandle | None = None
+        self._sweep_at = 0.0  # when the sweeper is due
         self._loop: asyncio.AbstractEventLoop | None = None
         self.connects = 0  # new connections opened (for tests and metrics)
 
@@ -116,15 +131,33 @@ class Pool:
         """A connection (or a stream of a shared one) to (host, port) for ``dest``, and
         whether its connection was used before.
 
-        An idle connection or a shared one with room first (unless ``fresh``), else a new one
-        while the key is under ``pool_max_per_key`` (for HTTP/2: unless one is being opened
-        already, which it waits for); at the limit the request queues (``UpstreamOverflow``
-        when ``pool_max_pending`` are queued already, or at once when not ``wait``) until a
+        An idle connection or a shared one with room first (unless ``fresh``). Else the
+        request is pending: ``UpstreamOverflow`` when ``dest`` has ``max_pending_requests``
+        pending already; a new connection while the key is under ``pool_max_per_key`` (for
+        HTTP/2: unless one is being opened already, which it waits for) and ``dest`` under
+        ``max_connections``; at a limit the request queues (``UpstreamOverflow`` when
+        ``pool_max_pending`` are queued already, or at once when not ``wait``) until a
         connection or a stream is handed to it or one closes and it may dial, for at most the
-        destination's connect timeout. A ``fresh`` request at the limit closes the oldest idle
+        destination's connect timeout. A ``fresh`` request at a limit closes the oldest idle
         connection to make room."""
         key = self.key(dest, host, port, unix)
-        limit = self.limits.pool_max_per_key
+        if not fresh:
+            conn = self.take(key)
+            if conn is not None:
+                return conn, True
+        stats = dest.stats
+        if stats.rq_pending >= dest.breaker.max_pending_requests:
+            stats.rq_pending_overflow += 1
+            log.debug("%s: %d requests pending: overflow", dest.name, stats.rq_pending)
+            raise UpstreamOverflow("too many requests pending")
+        stats.rq_pending += 1
+        try:
+            return await self._acquire(key, dest, fresh, wait)
+        finally:
+            stats.rq_pending -= 1
+
+    async def _acquire(self, key: PoolKey, dest: CompiledDestination, fresh: bool,
+                       wait: bool) -> tuple[Upstream, bool]:
         deadline = None
         while True:
             if not fresh:
@@ -134,19 +167,22 @@ class Pool:
             slots = self._slots.get(key)
             if slots is None:
                 slots = self._slots[key] = _Slots(not key.http2)
-            if slots.total >= limit and slots.idle:
-                next(iter(slots.idle)).close()  # its on_close frees the slot
-                continue
-            if slots.total < limit and (slots.single or not slots.connecting):
+            key_room = self._key_room(slots)
+            if key_room and _breaker_room(slots, dest):
                 slots.connecting += 1
                 return await self._open(key, slots, dest), False
+            if slots.idle:
+                next(iter(slots.idle)).close()  # its on_close frees the slot
+                continue
+            if key_room:
+                dest.stats.cx_overflow += 1  # the destination is at max_connections: wait instead
             if not wait or len(slots.waiters) >= self.limits.pool_max_pending:
                 log.debug("%s at its limit (%r): overflow", _address(key), slots)
                 self._tidy(key, slots)
                 raise UpstreamOverflow()
             if deadline is None:
                 deadline = self._running_loop().time() + dest.connect_timeout
-            got = await self._wait(key, slots, deadline)
+            got = await self._wait(key, slots, dest, deadline)
             if got is _CONNECT:
                 return await self._open(key, slots, dest), False
             if not got.closed:
@@ -170,9 +206,9 @@ class Pool:
             if waiter is not None:
                 waiter.set_result(conn)
                 return
-        conn.idle_since = self._running_loop().time()
+        now = conn.idle_since = self._running_loop().time()
         slots.idle[conn] = None
-        self._watch_idle()
+        self._watch_idle(now + conn.idle_timeout, conn.idle_timeout)
 
     def close(self) -> None:
         """Close every idle connection and every shared one (busy HTTP/1.1 ones are closed
@@ -194,12 +230,13 @@ class Pool:
             loop = self._loop = asyncio.get_running_loop()
         return loop
 
-    async def _wait(self, key: PoolKey, slots: _Slots, deadline: float):
+    async def _wait(self, key: PoolKey, slots: _Slots, dest: CompiledDestination, deadline: float):
         """Queue for ``key`` until handed a connection or ``_CONNECT``; a waiter whose task is
         cancelled after it was handed one passes it on."""
         loop = self._running_loop()
         waiter = loop.create_future()
         slots.waiters.append(waiter)
+        slots.dests[waiter] = dest
         timer = loop.call_at(deadline, self._expire, key, slots, waiter)
         try:
             return await waiter
@@ -212,6 +249,7 @@ class Pool:
             raise
         finally:
             timer.cancel()
+            slots.dests.pop(waiter, None)
 
     def _expire(self, key: PoolKey, slots: _Slots, waiter: asyncio.Future) -> None:
         if not waiter.done():
@@ -230,8 +268,8 @@ class Pool:
     def _hand_out(self, key: PoolKey, slots: _Slots) -> None:
         """Room appeared for ``key`` (a connection slot, or streams on a shared connection):
         the oldest waiters get streams while a shared connection has room, then may dial
-        while the key is under its limit (for HTTP/2 one at a time: the others wait for it)."""
-        limit = self.limits.pool_max_per_key
+        while the key is under its limit (for HTTP/2 one at a time: the others wait for it) and
+        the waiter's destination under its ``max_connections``."""
         while True:
             waiter = _first_waiter(slots)
             if waiter is None:
@@ -240,13 +278,17 @@ class Pool:
             if stream is not None:
                 slots.waiters.popleft()
                 waiter.set_result(stream)
-            elif slots.total < limit and (slots.single or not slots.connecting):
+            elif self._key_room(slots) and _breaker_room(slots, slots.dests[waiter]):
                 slots.waiters.popleft()
                 slots.connecting += 1
                 waiter.set_result(_CONNECT)
             else:
                 break
         self._tidy(key, slots)
+
+    def _key_room(self, slots: _Slots) -> bool:
+        """Whether the key may open another connection (for HTTP/2: one at a time)."""
+        return slots.total < self.limits.pool_max_per_key and (slots.single or not slots.connecting)
 
     def _tidy(self, key: PoolKey, slots: _Slots) -> None:
         """Forget a key with nothing open, connecting or waiting (keys follow DNS answers)."""
@@ -261,7 +303,10 @@ class Pool:
         else:
             slots.idle.pop(conn, None)
         slots.open -= 1
-        conn.host.cx_active -= 1
+        host = conn.host
+        host.cx_active -= 1
+        if host.cluster is not None:
+            host.cluster.cx_open -= 1
         self._hand_out(conn.key, slots)
 
     def _room(self, conn: H2UpstreamConnection) -> None:
@@ -271,41 +316,41 @@ class Pool:
         if slots is None or conn not in slots.shared:
             return
         if conn.idle:
-            conn.idle_since = self._running_loop().time()
-            self._watch_idle()
+            now = conn.idle_since = self._running_loop().time()
+            self._watch_idle(now + conn.idle_timeout, conn.idle_timeout)
         self._hand_out(conn.key, slots)
 
-    def _watch_idle(self) -> None:
-        if self._sweeper is None:
-            self._sweeper = self._running_loop().call_later(self._sweep_interval(), self._sweep)
-
-    def _sweep_interval(self) -> float:
-        return max(0.05, min(self.limits.pool_idle_timeout / 4, 5.0))
+    def _watch_idle(self, due: float, timeout: float) -> None:
+        """Make sure a sweep comes soon after ``due`` (a connection with idle ``timeout``
+        expires then): sweeps are at least a quarter of that timeout apart (0.05 s to 5 s),
+        so a connection may outlive its timeout by that much."""
+        due = max(due, self._running_loop().time() + _sweep_gap(timeout))
+        if self._sweeper is not None:
+            if self._sweep_at <= due:
+                return
+            self._sweeper.cancel()
+        self._sweep_at = due
+        self._sweeper = self._running_loop().call_at(due, self._sweep)
 
     def _sweep(self) -> None:
-        """Close connections idle for longer than ``pool_idle_timeout`` (each key's idle
-        connections sit in release order, oldest first)."""
+        """Close the connections idle for longer than their idle timeout; the next sweep is
+        due when the first of the others expires."""
         self._sweeper = None
-        loop = self._running_loop()
-        deadline = loop.time() - self.limits.pool_idle_timeout
+        now = self._running_loop().time()
         expired: list[Connection] = []
-        idle_left = False
+        first: tuple[float, float] | None = None  # (when, timeout) of the next expiry
         for slots in self._slots.values():
-            for conn in slots.idle:
-                if conn.idle_since > deadline:
-                    idle_left = True
-                    break
-                expired.append(conn)
-            for shared in slots.shared:
-                if shared.idle:
-                    if shared.idle_since > deadline:
-                        idle_left = True
-                    else:
-                        expired.append(shared)
+            idle: list[Connection] = [*slots.idle, *(shared for shared in slots.shared if shared.idle)]
+            for conn in idle:
+                due = conn.idle_since + conn.idle_timeout
+                if due <= now:
+                    expired.append(conn)
+                elif first is None or due < first[0]:
+                    first = (due, conn.idle_timeout)
         for expiring in expired:
             expiring.close()
-        if idle_left:
-            self._sweeper = loop.call_later(self._sweep_interval(), self._sweep)
+        if first is not None:
+            self._watch_idle(*first)
 
     # ------------------------------------------------------------------ I/O
 
@@ -317,11 +362,13 @@ class Pool:
         waiters get the rest of its room."""
         host = dest.stats.host((key.host, key.port, key.unix))
         host.cx_total += 1
+        dest.stats.cx_open += 1
         try:
             conn = await self._dial(key, dest)
         except BaseException as exc:
             if isinstance(exc, UpstreamConnectError):
                 host.cx_connect_fail += 1
+            dest.stats.cx_open -= 1
             slots.connecting -= 1
             self._hand_out(key, slots)
             raise
@@ -330,6 +377,7 @@ class Pool:
         self.connects += 1
         conn.on_close = self._closed
         conn.host = host
+        conn.idle_timeout = self.limits.pool_idle_timeout if dest.idle_timeout is None else dest.idle_timeout
         host.cx_active += 1
         if conn.closed:
             # lost between the handshake and this task running: it was never usable
@@ -380,6 +428,16 @@ class Pool:
             single.connection_made(transport)
             return single
         return conn
+
+
+def _breaker_room(slots: _Slots, dest: CompiledDestination) -> bool:
+    """Whether ``dest`` may open another connection: under its ``max_connections``, or this
+    key has none at all (Envoy always lets a host's pool have one)."""
+    return dest.stats.cx_open < dest.breaker.max_connections or slots.total == 0
+
+
+def _sweep_gap(timeout: float) -> float:
+    return max(0.05, min(timeout / 4, 5.0))
 
 
 def _stream(slots: _Slots) -> H2Stream | None:

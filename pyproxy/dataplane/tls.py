@@ -45,8 +45,10 @@ CIPHERS_TLS12 = ":".join(
         "ECDHE-RSA-AES256-GCM-SHA384",
     ]
 )
-# Envoy's default server suites that TLS 1.0 and 1.1 can use (CBC with SHA-1), offered besides
-# CIPHERS_TLS12 only when a listener's minVersion allows those versions and names no ciphers.
+# Envoy's default suites that TLS 1.0 and 1.1 can use (CBC with SHA-1: the GCM suites above
+# need TLS 1.2), offered besides CIPHERS_TLS12 only when a listener's or a destination's
+# minimum version allows those versions (and a listener names no ciphers), at OpenSSL
+# security level 0 (the distributions' default level refuses them).
 CIPHERS_LEGACY = ":".join(
     [
         "ECDHE-ECDSA-AES128-SHA",
@@ -60,8 +62,8 @@ CIPHERS_LEGACY = ":".join(
     ]
 )
 SniCallback = Callable[[ssl.SSLObject, str | None, ssl.SSLContext], None]
-_MIN_VERSIONS = {"1.2": ssl.TLSVersion.TLSv1_2, "1.3": ssl.TLSVersion.TLSv1_3}
-VERSIONS = {"1.0": ssl.TLSVersion.TLSv1, "1.1": ssl.TLSVersion.TLSv1_1, **_MIN_VERSIONS}
+VERSIONS = {"1.0": ssl.TLSVersion.TLSv1, "1.1": ssl.TLSVersion.TLSv1_1, "1.2": ssl.TLSVersion.TLSv1_2,
+            "1.3": ssl.TLSVersion.TLSv1_3}
 _HASHED_CERT_NAME = re.compile(r"^[0-9a-f]{8}\.\d+$")  # c_rehash / openssl rehash names
 
 # Envoy's packed BoringSSL error for a failed verification, kept verbatim for clients that
@@ -75,16 +77,29 @@ _VERIFY_FAILED = "TLS_error:|268435581:SSL routines:OPENSSL_internal:CERTIFICATE
 @functools.lru_cache(maxsize=128)
 def client_context(tls: ir.UpstreamTLS, http2: bool = False) -> ssl.SSLContext:
     """The client context for one ``UpstreamTLS`` value, offering ALPN ``h2`` too when the
-    destination speaks HTTP/2 (cached; blocking: run off the loop).
+    destination speaks HTTP/2 (cached; blocking: run off the loop): TLS versions from
+    ``min_version`` to ``max_version``, and the ``client_certificate`` presented when the
+    upstream asks for one (mTLS).
 
-    Raises ``pem.PemError`` (a ValueError) when ``tls.ca`` is not a loadable PEM bundle;
-    translation reports that first, with the same loader."""
+    Raises ``pem.PemError`` (a ValueError) when ``tls.ca`` is not a loadable PEM bundle or
+    the client certificate and key do not load; translation reports that first, with the
+    same loader."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    ctx.minimum_version = _MIN_VERSIONS[tls.min_version]
-    ctx.maximum_version = ssl.TLSVersion.TLSv1_3
-    ctx.set_ciphers(CIPHERS_TLS12)
+    legacy = tls.min_version in ("1.0", "1.1")
+    with warnings.catch_warnings():
+        # the ssl module deprecates TLS 1.0 and 1.1; a destination that names them asks for them
+        warnings.simplefilter("ignore", DeprecationWarning)
+        ctx.minimum_version = VERSIONS[tls.min_version]
+        ctx.maximum_version = VERSIONS[tls.max_version]
+    ctx.set_ciphers(CIPHERS_TLS12 + ":" + CIPHERS_LEGACY + ":@SECLEVEL=0" if legacy else CIPHERS_TLS12)
     ctx.set_alpn_protocols(ALPN_H2 if http2 else ALPN)
     ctx.check_hostname = False  # verify_peer does the Gateway API name check
+    if tls.client_certificate is not None:
+        cert = tls.client_certificate
+        try:
+            pem.load_key_pair(ctx, cert.cert_pem, cert.key_pem)
+        except pem.PemError as exc:
+            raise pem.PemError(f"client certificate {cert.name}: {exc}") from exc
     if tls.insecure_skip_verify:
         ctx.verify_mode = ssl.CERT_NONE
         return ctx
@@ -176,11 +191,13 @@ def transport_failure_reason(exc: BaseException | None, verify_reason: str | Non
         return f"TLS_error:|{library} routines:OPENSSL_internal:{reason}:TLS_error_end"
     if isinstance(exc, TimeoutError) or exc is None:
         return ""
+    if isinstance(exc, (ConnectionResetError, BrokenPipeError)):
+        # A TCP connect is refused or times out, it is never reset: a reset (with or without
+        # an errno, as asyncio and uvloop raise it) means the peer hung up mid-handshake.
+        return "TLS_error:|system library:OPENSSL_internal:Connection reset by peer:TLS_error_end"
     if isinstance(exc, OSError) and exc.errno is not None:
         return f"delayed connect error: {exc.errno}"
     if isinstance(exc, ConnectionError):
-        # The kernel's connect errors carry an errno; asyncio and uvloop raise an errno-less
-        # ConnectionResetError when the peer closes during the TLS handshake.
         return "TLS_error:|system library:OPENSSL_internal:Connection reset by peer:TLS_error_end"
     if isinstance(exc, OSError):
         return "delayed connect error: unknown"

@@ -123,8 +123,8 @@ class UpstreamConnection(asyncio.BufferedProtocol):
 
     __slots__ = ("key", "limits", "transport", "parser", "sink", "closed", "head_request", "_headers", "_reason",
                  "_informational", "_status", "_close_delimited", "_head_bytes", "_read_size", "on_close",
-                 "idle_since", "_view", "_complete", "_ended", "_readable", "_held", "_held_timer", "host",
-                 "upgrade", "_switching", "tunnel", "chunked")
+                 "idle_since", "idle_timeout", "_view", "_complete", "_ended", "_readable", "_held", "_held_timer",
+                 "host", "upgrade", "_switching", "tunnel", "chunked")
 
     transport: asyncio.Transport  # set by connection_made, before the pool hands it out
     host: HostStats  # set by the pool with on_close: whose cx_active this connection counts in
@@ -147,6 +147,7 @@ class UpstreamConnection(asyncio.BufferedProtocol):
         # set by the pool: called once, when closed by anyone or lost
         self.on_close: Callable[[UpstreamConnection], None] | None = None
         self.idle_since = 0.0  # loop time when the pool took it back
+        self.idle_timeout = limits.pool_idle_timeout  # set by the pool: its destination's
         self._complete: bool | None = None  # a response ended in this read (keep-alive or not)
         self._readable: select.poll | None = None  # polls the socket for pending input
         self._held: list[bytes] | None = None  # request body bytes waiting for a read (send_body)

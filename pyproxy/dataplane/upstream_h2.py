@@ -134,6 +134,7 @@ class H2UpstreamConnection(asyncio.Protocol):
         self.negotiated = True  # False: TLS and the server did not select h2 (the pool speaks HTTP/1.1 instead)
         self.write_paused = False
         self.idle_since = 0.0  # set by the pool when the last stream ended
+        self.idle_timeout = limits.pool_idle_timeout  # set by the pool: its destination's
         # set by the pool: called once when closed by anyone or lost; and when the room changes
         self.on_close: Callable[[H2UpstreamConnection], None] | None = None
         self.on_capacity: Callable[[H2UpstreamConnection], None] | None = None

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import pytest
 import uvloop
 
-from pyproxy.dataplane.dns import DnsError, Resolver, parse_hosts
+from pyproxy.dataplane.dns import DEFAULT_FAMILY, DnsError, Resolver, Watch, parse_hosts
 from pyproxy.errors import NoHealthyUpstream
 from tests.helpers.dnsserver import DnsServer, ThreadedDnsServer
 
@@ -25,6 +25,11 @@ async def eventually(predicate: Callable[[], object], timeout: float = 3.0) -> N
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout}s")
         await asyncio.sleep(0.01)
+
+
+def watch(names: dict[str, float | None]) -> dict:
+    """``set_watched``'s argument for names in the default family, at these intervals."""
+    return {(name, DEFAULT_FAMILY): Watch(refresh) for name, refresh in names.items()}
 
 
 def dns_tasks() -> set[str]:
@@ -78,6 +83,51 @@ async def test_ipv4_is_preferred_and_ipv6_used_only_without_a_records(dns_server
     assert await resolver.resolve("v6.test") == ("::3",)
 
 
+@pytest.mark.parametrize("family, dual, v4_only, v6_only, asked", [
+    ("IPv4", ("127.0.0.2",), ("127.0.0.4",), None, {"A"}),
+    ("IPv6", ("::2",), None, ("::3",), {"AAAA"}),
+    ("IPv4Preferred", ("127.0.0.2",), ("127.0.0.4",), ("::3",), {"A"}),
+    ("IPv6Preferred", ("::2",), ("127.0.0.4",), ("::3",), {"AAAA"}),
+    ("IPv4AndIPv6", ("127.0.0.2", "::2"), ("127.0.0.4",), ("::3",), {"A", "AAAA"}),
+])
+async def test_each_lookup_family(dns_server, resolver, family, dual, v4_only, v6_only, asked):
+    """``asked``: the record types queried for a name that has both."""
+    dns_server.set("dual.test", ["127.0.0.2", "::2"])
+    dns_server.set("v4.test", ["127.0.0.4"])
+    dns_server.set("v6.test", ["::3"])
+
+    assert await resolver.resolve("dual.test", family) == dual
+    assert {t for t in ("A", "AAAA") if dns_server.queries("dual.test", t)} == asked
+    for name, expected in (("v4.test", v4_only), ("v6.test", v6_only)):
+        if expected is None:
+            with pytest.raises(DnsError, match="no AAAA records" if family == "IPv6" else "no A records"):
+                await resolver.resolve(name, family)
+        else:
+            assert await resolver.resolve(name, family) == expected
+    assert resolver.lookup("dual.test", family) == dual
+
+
+async def test_a_name_in_two_families_is_two_entries(dns_server, resolver):
+    dns_server.set("dual.test", ["127.0.0.2", "::2"])
+
+    assert await resolver.resolve("dual.test", "IPv4") == ("127.0.0.2",)
+    assert resolver.lookup("dual.test", "IPv6") is None
+    assert await resolver.resolve("dual.test", "IPv6") == ("::2",)
+    assert resolver.lookup("dual.test", "IPv4") == ("127.0.0.2",)
+
+
+async def test_the_hosts_file_answers_in_each_family(dns_server, resolver, hosts_file):
+    hosts_file.write_text("127.0.0.9 pinned.test\n::9 pinned.test\n127.0.0.8 v4pinned.test\n")
+    dns_server.set("v4pinned.test", ["::7"])
+
+    assert resolver.lookup("pinned.test", "IPv6") == ("::9",)
+    assert resolver.lookup("pinned.test", "IPv4AndIPv6") == ("127.0.0.9", "::9")
+    assert resolver.lookup("pinned.test") == ("127.0.0.9",)
+    assert resolver.lookup("localhost", "IPv6") == ("::1",)
+    # the file has no IPv6 address for it: DNS is asked
+    assert await resolver.resolve("v4pinned.test", "IPv6") == ("::7",)
+
+
 async def test_names_are_case_insensitive(dns_server, resolver):
     dns_server.set("backend.test", ["127.0.0.2"])
 
@@ -121,7 +171,7 @@ async def test_hosts_file_wins_over_dns_and_is_reread_when_it_changes(dns_server
 
 async def test_a_watched_name_follows_the_hosts_file(dns_server, resolver, hosts_file):
     hosts_file.write_text("127.0.0.9 backend.test\n")
-    resolver.set_watched({"backend.test": None})
+    resolver.set_watched(watch({"backend.test": None}))
     await eventually(lambda: resolver.lookup("backend.test") == ("127.0.0.9",))
 
     rewrite(hosts_file, "127.0.0.8 backend.test\n")
@@ -130,7 +180,7 @@ async def test_a_watched_name_follows_the_hosts_file(dns_server, resolver, hosts
     assert dns_server.queries("backend.test") == 0
 
 
-def test_parse_hosts_prefers_ipv4_and_skips_comments_and_junk():
+def test_parse_hosts_keeps_both_families_and_skips_comments_and_junk():
     text = """
     # comment
     127.0.0.1   localhost
@@ -142,11 +192,11 @@ def test_parse_hosts_prefers_ipv4_and_skips_comments_and_junk():
     10.0.0.3
     """
     assert parse_hosts(text) == {
-        "localhost": ("127.0.0.1",),
-        "ip6-localhost": ("::1",),
-        "v6only.test": ("fe80::1",),
-        "a.test": ("10.0.0.1", "10.0.0.2"),
-        "a-alias.test": ("10.0.0.1",),
+        "localhost": (("127.0.0.1",), ("::1",)),
+        "ip6-localhost": ((), ("::1",)),
+        "v6only.test": ((), ("fe80::1",)),
+        "a.test": (("10.0.0.1", "10.0.0.2"), ()),
+        "a-alias.test": (("10.0.0.1",), ()),
     }
 
 
@@ -244,7 +294,7 @@ async def test_resolve_returns_the_last_good_answer_when_a_requery_fails(dns_ser
 async def test_refresh_follows_a_changed_answer(dns_server, resolver, caplog):
     caplog.set_level(logging.INFO, logger="pyproxy.dns")
     dns_server.set("backend.test", ["127.0.0.2"])
-    resolver.set_watched({"backend.test": None})
+    resolver.set_watched(watch({"backend.test": None}))
     await eventually(lambda: resolver.lookup("backend.test") == ("127.0.0.2",))
 
     dns_server.set("backend.test", ["127.0.0.3", "127.0.0.4"])
@@ -257,16 +307,50 @@ async def test_refresh_follows_a_changed_answer(dns_server, resolver, caplog):
 async def test_each_watched_name_refreshes_at_its_own_interval(dns_server, resolver):
     dns_server.set("fast.test", ["127.0.0.2"])
     dns_server.set("slow.test", ["127.0.0.3"])
-    resolver.set_watched({"fast.test": 0.05, "slow.test": 60})
+    resolver.set_watched(watch({"fast.test": 0.05, "slow.test": 60}))
 
     await eventually(lambda: dns_server.queries("fast.test") >= 5)
 
     assert dns_server.queries("slow.test") == 1
 
 
+async def test_respect_ttl_refreshes_at_the_answers_ttl(dns_server, resolver):
+    """A 60 s interval, but a 1 s TTL: with ``respect_ttl`` the name follows its TTL."""
+    dns_server.set("ttl.test", ["127.0.0.2"], ttl=1)
+    dns_server.set("interval.test", ["127.0.0.3"], ttl=1)
+    resolver.set_watched({("ttl.test", DEFAULT_FAMILY): Watch(60, respect_ttl=True),
+                          ("interval.test", DEFAULT_FAMILY): Watch(60)})
+    await eventually(lambda: resolver.lookup("ttl.test") == ("127.0.0.2",))
+
+    dns_server.set("ttl.test", ["127.0.0.4"], ttl=1)
+
+    await eventually(lambda: resolver.lookup("ttl.test") == ("127.0.0.4",), timeout=5)
+    assert dns_server.queries("interval.test") == 1
+
+
+async def test_a_ttl_of_zero_is_refreshed_once_a_second(dns_server, resolver):
+    dns_server.set("zero.test", ["127.0.0.2"], ttl=0)
+    resolver.set_watched({("zero.test", DEFAULT_FAMILY): Watch(60, respect_ttl=True)})
+    await eventually(lambda: dns_server.queries("zero.test") == 1)
+    first = time.monotonic()
+
+    await eventually(lambda: dns_server.queries("zero.test") == 2, timeout=5)
+
+    assert time.monotonic() - first >= 0.95
+
+
+async def test_each_family_of_a_name_is_watched_apart(dns_server, resolver):
+    dns_server.set("dual.test", ["127.0.0.2", "::2"])
+    resolver.set_watched({("dual.test", "IPv4"): Watch(), ("dual.test", "IPv6"): Watch()})
+
+    await eventually(lambda: resolver.lookup("dual.test", "IPv6") == ("::2",))
+    await eventually(lambda: resolver.lookup("dual.test", "IPv4") == ("127.0.0.2",))
+    assert dns_tasks() >= {"pyproxy.dns.refresh:dual.test/IPv4", "pyproxy.dns.refresh:dual.test/IPv6"}
+
+
 async def test_a_failed_refresh_keeps_the_last_good_answer(dns_server, resolver, caplog):
     dns_server.set("backend.test", ["127.0.0.2"])
-    resolver.set_watched({"backend.test": None})
+    resolver.set_watched(watch({"backend.test": None}))
     await eventually(lambda: resolver.lookup("backend.test") == ("127.0.0.2",))
 
     dns_server.set_failure("backend.test", "SERVFAIL")
@@ -282,7 +366,7 @@ async def test_a_failed_refresh_keeps_the_last_good_answer(dns_server, resolver,
 
 async def test_a_watched_name_that_never_resolved_is_retried(dns_server, resolver):
     dns_server.set_failure("backend.test", "SERVFAIL")
-    resolver.set_watched({"backend.test": None})
+    resolver.set_watched(watch({"backend.test": None}))
     await eventually(lambda: dns_server.queries("backend.test") >= 1)
 
     dns_server.set("backend.test", ["127.0.0.2"])
@@ -293,20 +377,20 @@ async def test_a_watched_name_that_never_resolved_is_retried(dns_server, resolve
 async def test_unwatching_a_name_stops_its_refresh(dns_server, resolver):
     dns_server.set("kept.test", ["127.0.0.2"])
     dns_server.set("dropped.test", ["127.0.0.3"])
-    resolver.set_watched({"kept.test": 0.05, "dropped.test": 0.05})
+    resolver.set_watched(watch({"kept.test": 0.05, "dropped.test": 0.05}))
     await eventually(lambda: dns_server.queries("dropped.test") >= 2)
 
-    resolver.set_watched({"kept.test": 0.05})
+    resolver.set_watched(watch({"kept.test": 0.05}))
 
     await eventually(lambda: dns_tasks() == {"pyproxy.dns.refresh:kept.test"})
-    assert resolver.watched == {"kept.test"}
+    assert resolver.watched == {("kept.test", DEFAULT_FAMILY)}
     dropped_count, kept_count = dns_server.queries("dropped.test"), dns_server.queries("kept.test")
     await eventually(lambda: dns_server.queries("kept.test") >= kept_count + 3)
     assert dns_server.queries("dropped.test") == dropped_count
 
 
 async def test_ip_literals_are_not_watched(resolver):
-    resolver.set_watched({"127.0.0.5": None, "::1": None})
+    resolver.set_watched(watch({"127.0.0.5": None, "::1": None}))
 
     assert resolver.watched == frozenset()
     assert dns_tasks() == set()
@@ -316,7 +400,7 @@ async def test_close_cancels_every_task(dns_server, resolver):
     dns_server.set("a.test", ["127.0.0.2"])
     dns_server.set("b.test", ["127.0.0.3"])
     dns_server.set_delay("b.test", 5)
-    resolver.set_watched({"a.test": None, "b.test": None})
+    resolver.set_watched(watch({"a.test": None, "b.test": None}))
     await eventually(lambda: dns_server.queries("b.test") == 1)
     assert dns_tasks() == {"pyproxy.dns.refresh:a.test", "pyproxy.dns.refresh:b.test", "pyproxy.dns.query:b.test"}
 
@@ -324,7 +408,7 @@ async def test_close_cancels_every_task(dns_server, resolver):
 
     assert dns_tasks() == set()
     with pytest.raises(RuntimeError):
-        resolver.set_watched({"a.test": None})
+        resolver.set_watched(watch({"a.test": None}))
 
 
 # ------------------------------------------------------------------ the helper itself, and both loops
@@ -353,7 +437,7 @@ def test_refresh_runs_on_the_default_asyncio_loop():
             server.set("backend.test", ["127.0.0.2"])
             resolver = Resolver([server.address], REFRESH, hosts_file=os.devnull)
             try:
-                resolver.set_watched({"backend.test": None})
+                resolver.set_watched(watch({"backend.test": None}))
                 await eventually(lambda: resolver.lookup("backend.test") == ("127.0.0.2",))
                 server.set("backend.test", ["127.0.0.3"])
                 await eventually(lambda: resolver.lookup("backend.test") == ("127.0.0.3",))

@@ -10,6 +10,8 @@ import time
 import pytest
 
 from pyproxy import ir
+from pyproxy.dataplane import forward as forward_module
+from pyproxy.dataplane.retry import RetryPolicy
 from tests.conftest import forward
 from tests.helpers.http import Client
 from tests.helpers.proxy import proxy_routes, proxy_to
@@ -28,8 +30,12 @@ pytest_plugins = ["tests.helpers.recorder_fixture"]  # the ``recorder`` fixture
 
 ROUTE = "httproute/default/retry/rule/0/match/0"
 RESET_BODY = b"upstream connect error or disconnect/reset before headers. reset reason: connection termination"
+RETRIED_RESET_BODY = (b"upstream connect error or disconnect/reset before headers. retried and the latest reset "
+                      b"reason: connection termination")
 REFUSED_BODY = (b"upstream connect error or disconnect/reset before headers. reset reason: "
                 b"connection failure, transport failure reason: delayed connect error: 111")
+RETRIED_REFUSED_BODY = (b"upstream connect error or disconnect/reset before headers. retried and the latest reset "
+                        b"reason: connection failure, transport failure reason: delayed connect error: 111")
 TIMEOUT_BODY = b"upstream request timeout"
 
 
@@ -105,7 +111,8 @@ async def test_connection_refused_is_retried(recorder, retries, dead, expected, 
     async with proxy_routes(forward(ROUTE, dest, retry=ir.Retry(retries, backoff=0.001))) as (rt, port):
         resp = await get(port)
     assert resp.status == expected
-    assert resp.body == (b"live" if expected == 200 else REFUSED_BODY)
+    # after a retry, Envoy's body says so
+    assert resp.body == (b"live" if expected == 200 else RETRIED_REFUSED_BODY if retries else REFUSED_BODY)
     assert len(live.requests) == live_requests
 
 
@@ -123,7 +130,7 @@ async def test_reset_beyond_budget_is_503(recorder, failure):
     up = await recorder(failure)
     async with proxy_to(up.port, retry=ir.Retry(1)) as (rt, port):
         resp = await get(port)
-    assert (resp.status, resp.body) == (503, RESET_BODY)
+    assert (resp.status, resp.body) == (503, RETRIED_RESET_BODY)
     assert len(up.requests) == 2
 
 
@@ -352,29 +359,51 @@ async def test_body_over_64k_reset_is_503_not_retried(recorder):
 # ------------------------------------------------------------------ backoff
 
 
-async def test_backoff_between_attempts(recorder):
+@pytest.fixture
+def fixed_draw(monkeypatch):
+    """The back-off's random draw made ``value`` (full jitter waits draw × interval)."""
+    def fix(value: float) -> None:
+        monkeypatch.setattr(forward_module, "_draw", lambda: value)
+    return fix
+
+
+async def test_backoff_interval_doubles_between_attempts(recorder, fixed_draw):
+    """With the draw at its top, the waits are the intervals themselves: 0.1, 0.2, 0.4 s."""
+    fixed_draw(0.999)
     up = await recorder(response(500), response(500), response(500), response(200, b"ok"))
     async with proxy_to(up.port, retry=ir.Retry(3, codes=(500,), backoff=0.1)) as (rt, port):
-        start = time.monotonic()
         resp = await get(port)
-        elapsed = time.monotonic() - start
     assert resp.status == 200
     assert len(up.requests) == 4
     gaps = [b.at - a.at for a, b in zip(up.requests, up.requests[1:], strict=False)]
-    assert all(g >= 0.095 for g in gaps), gaps
-    assert elapsed >= 0.3
+    assert [g >= 0.0999 * 2 ** i for i, g in enumerate(gaps)] == [True] * 3, gaps
 
 
-async def test_default_backoff_is_25ms(recorder):
+async def test_backoff_is_fully_jittered_down_to_nothing(recorder, fixed_draw):
+    """A draw of 0 retries at once, whatever the interval (full jitter: [0, interval))."""
+    fixed_draw(0.0)
     up = await recorder(response(500), response(500), response(200, b"ok"))
-    async with proxy_to(up.port, retry=ir.Retry(2, codes=(500,))) as (rt, port):
+    async with proxy_to(up.port, retry=ir.Retry(2, codes=(500,), backoff=30.0)) as (rt, port):
         resp = await get(port)
-    assert resp.status == 200
-    gaps = [b.at - a.at for a, b in zip(up.requests, up.requests[1:], strict=False)]
-    assert all(0.02 <= g < 1.0 for g in gaps), gaps
+    assert (resp.status, len(up.requests)) == (200, 3)
 
 
-async def test_backoff_applies_to_connection_failures(recorder):
+@pytest.mark.parametrize("retry, intervals", [
+    (ir.Retry(5), [0.025, 0.05, 0.1, 0.2, 0.25, 0.25]),  # Envoy: base 25 ms, max 10 × base
+    (ir.Retry(5, backoff=0.1), [0.1, 0.2, 0.4, 0.8, 1.0, 1.0]),
+    (ir.Retry(5, backoff=0.1, backoff_max=0.3), [0.1, 0.2, 0.3, 0.3, 0.3, 0.3]),
+    (ir.Retry(5, backoff=0.5, backoff_max=0.5), [0.5] * 6),
+])
+def test_backoff_intervals(retry, intervals):
+    policy = RetryPolicy(retry)
+    seen = [policy.base]
+    for _ in intervals[1:]:
+        seen.append(policy.next_interval(seen[-1]))
+    assert seen == pytest.approx(intervals)
+
+
+async def test_backoff_applies_to_connection_failures(recorder, fixed_draw):
+    fixed_draw(0.999)
     live = await recorder(response(200, b"live"))
     dest = endpoints(free_port(), free_port(), live.port)
     async with proxy_routes(forward(ROUTE, dest, retry=ir.Retry(2, backoff=0.15))) as (rt, port):
@@ -382,7 +411,7 @@ async def test_backoff_applies_to_connection_failures(recorder):
         resp = await get(port)
         elapsed = time.monotonic() - start
     assert (resp.status, resp.body) == (200, b"live")
-    assert elapsed >= 0.3
+    assert elapsed >= 0.149 + 0.299
 
 
 # ------------------------------------------------------------------ the relayed response

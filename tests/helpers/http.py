@@ -146,6 +146,8 @@ class Seen:
     headers: list[tuple[str, str]]
     body: bytes
     sni: str | None
+    tls_version: str | None = None  # the TLS version negotiated, over TLS
+    client_cert: dict | None = None  # the certificate the client presented (getpeercert()), if any
 
 
 @dataclass
@@ -174,7 +176,9 @@ class Upstream:
         ssl_object = request.transport.get_extra_info("ssl_object") if request.transport else None
         sni = self._sni.get(ssl_object) if ssl_object is not None else None
         headers = [(k.decode("latin-1").lower(), v.decode("latin-1")) for k, v in request.raw_headers]
-        self.seen.append(Seen(request.method, request.path_qs, headers, body, sni))
+        self.seen.append(Seen(request.method, request.path_qs, headers, body, sni,
+                              ssl_object.version() if ssl_object is not None else None,
+                              (ssl_object.getpeercert() or None) if ssl_object is not None else None))
         parts = request.path.split("/")
         if len(parts) > 2 and parts[1] == "status":
             return web.Response(status=int(parts[2]), text="status")

@@ -5,26 +5,37 @@ from __future__ import annotations
 
 import asyncio
 import time
+from contextlib import asynccontextmanager
 
 import pytest
 
 from pyproxy import ir
 from tests.conftest import forward, listener, serve_ir
+from tests.helpers import accesslog
 from tests.helpers.dnsserver import DnsServer
 from tests.helpers.http import Client, Upstream
 
 
-@pytest.fixture
-async def two_upstreams():
-    a = await Upstream().start(host="127.0.0.2")
+@asynccontextmanager
+async def on_one_port(first: str, second: str):
+    """Two upstreams on one port of two addresses (skipped when the port is taken on the second)."""
+    a = await Upstream().start(host=first)
     try:
-        b = await Upstream().start(host="127.0.0.3", port=a.port)
+        b = await Upstream().start(host=second, port=a.port)
     except OSError:
         await a.stop()
-        pytest.skip("port taken on 127.0.0.3")
-    yield a, b
-    await a.stop()
-    await b.stop()
+        pytest.skip(f"port taken on {second}")
+    try:
+        yield a, b
+    finally:
+        await a.stop()
+        await b.stop()
+
+
+@pytest.fixture
+async def two_upstreams():
+    async with on_one_port("127.0.0.2", "127.0.0.3") as pair:
+        yield pair
 
 
 def fqdn_config(port: int) -> ir.Config:
@@ -45,6 +56,15 @@ async def _wait_for(predicate, timeout: float) -> bool:
     return False
 
 
+async def reaches(port: int, upstream: Upstream) -> bool:
+    """A request through the proxy succeeds, and ``upstream`` has seen one."""
+    client = await Client.connect(port)
+    try:
+        return (await client.request("GET", "/probe")).status == 200 and bool(upstream.seen)
+    finally:
+        await client.close()
+
+
 async def test_follows_changed_answer_and_keeps_last_good(two_upstreams):
     a, b = two_upstreams
     async with DnsServer() as dns:
@@ -57,14 +77,7 @@ async def test_follows_changed_answer_and_keeps_last_good(two_upstreams):
 
             dns.set("backend.test", ["127.0.0.3"])
 
-            async def reached_b() -> bool:
-                c = await Client.connect(port)
-                try:
-                    return (await c.request("GET", "/probe")).status == 200 and bool(b.seen)
-                finally:
-                    await c.close()
-
-            assert await _wait_for(reached_b, timeout=5), "proxy did not follow the new DNS answer"
+            assert await _wait_for(lambda: reaches(port, b), timeout=5), "proxy did not follow the new DNS answer"
 
             dns.set_failure("backend.test", "SERVFAIL")
             queries = dns.queries("backend.test")
@@ -86,3 +99,51 @@ async def test_unresolvable_name_answers_503():
             assert resp.status == 503
             assert resp.body == b"no healthy upstream"
             await client.close()
+
+
+def fqdn_destination(port: int, dns: ir.DnsSettings) -> ir.Config:
+    dest = ir.Destination(name="backend/default/dns", endpoints=(ir.Endpoint("fqdn", "backend.test", port),), dns=dns)
+    return ir.Config((listener(forward("r", dest)),))
+
+
+async def test_respect_ttl_follows_the_answer_before_the_refresh_interval(two_upstreams):
+    """The refresh interval is a minute, the record's TTL a second: with ``respect_ttl`` the
+    new answer is used within seconds."""
+    a, b = two_upstreams
+    async with DnsServer() as dns:
+        dns.set("backend.test", ["127.0.0.2"], ttl=1)
+        config = fqdn_destination(a.port, ir.DnsSettings(refresh=60, respect_ttl=True))
+        async with serve_ir(config, nameservers=(dns.address,), dns_refresh=60) as rt:
+            port = rt.ports[("127.0.0.1", 0)]
+            client = await Client.connect(port)
+            assert (await client.request("GET", "/one")).status == 200
+            await client.close()
+            dns.set("backend.test", ["127.0.0.3"], ttl=1)
+
+            assert await _wait_for(lambda: reaches(port, b), timeout=5), "proxy did not follow the answer's TTL"
+
+
+@pytest.mark.parametrize("family, reached", [("IPv4Preferred", "v4"), ("IPv6", "v6"), ("IPv6Preferred", "v6")])
+async def test_the_lookup_family_picks_the_address(family, reached):
+    """``backend.test`` has an A record (127.0.0.2) and an AAAA record (::1), each address
+    served by its own upstream on the same port."""
+    async with on_one_port("127.0.0.2", "::1") as (v4, v6), DnsServer() as dns:
+        dns.set("backend.test", ["127.0.0.2", "::1"])
+        config = fqdn_destination(v4.port, ir.DnsSettings(lookup_family=family))
+        async with serve_ir(config, nameservers=(dns.address,)) as rt:
+            client = await Client.connect(rt.ports[("127.0.0.1", 0)])
+            assert (await client.request("GET", "/which")).status == 200
+            await client.close()
+        assert (len(v4.seen), len(v6.seen)) == ((1, 0) if reached == "v4" else (0, 1))
+
+
+async def test_a_cold_dns_failure_is_503_uh(caplog):
+    accesslog.capture(caplog)
+    async with DnsServer() as dns:
+        dns.set_failure("backend.test", "SERVFAIL")
+        async with serve_ir(fqdn_config(9), nameservers=(dns.address,), dns_refresh=0.2) as rt:
+            client = await Client.connect(rt.ports[("127.0.0.1", 0)])
+            resp = await client.request("GET", "/")
+            await client.close()
+    assert (resp.status, resp.body) == (503, b"no healthy upstream")
+    assert accesslog.entries(caplog) == [(503, "UH", "no_healthy_upstream")]
