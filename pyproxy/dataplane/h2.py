@@ -104,6 +104,18 @@ class Stream:
 
     # ------------------------------------------------------------------ Downstream
 
+    @property
+    def peer(self) -> str:
+        return self.owner.peer
+
+    @property
+    def peer_b(self) -> bytes:
+        return self.owner.peer_b
+
+    @property
+    def local(self) -> str:
+        return self.owner.local_addr
+
     def send_head(self, ex: Exchange, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> None:
         ex.advance(Ev.HEAD)
         ex.status = status
