@@ -96,7 +96,7 @@ class Balancer:
     """One destination's endpoint choice (see the module docstring)."""
 
     __slots__ = ("stats", "kind", "panic_threshold", "window", "hash_on", "header", "cookie_name", "cookie_ttl",
-                 "cookie_path", "clock", "_view", "_rr", "_choose", "_least")
+                 "cookie_path", "clock", "_view", "_rr", "_choose")
 
     def __init__(self, dest: ir.Destination, stats: ClusterStats,
                  clock: Callable[[], float] = time.monotonic) -> None:
@@ -116,7 +116,6 @@ class Balancer:
         self.clock = clock
         self._view: View | None = None
         self._rr = itertools.count()
-        self._least = lb.kind == "LeastRequest"  # the default, inlined in ``pick``
         self._choose: Callable[[View, int | None], Entry] = {
             "RoundRobin": self._round_robin, "Random": self._random, "LeastRequest": self._least_request,
             "ConsistentHash": self._hashed}[lb.kind]
@@ -131,17 +130,9 @@ class Balancer:
             view = self._view = self.view(addresses)
         live = view.live
         n = len(live)
-        if n > 1 and self._least and not view.slow_until and not view.panic:
-            # one random number for both draws: its fraction past the first is uniform too
-            r = _random() * n
-            first = int(r)
-            second = int((r - first) * (n - 1))
-            if second >= first:
-                second += 1
-            a, b = live[first], live[second]
-            return b if b[1].rq_active < a[1].rq_active else a
+        if n > 1 and not view.slow_until and not view.panic:
+            return self._choose(view, key)
         if not n:
-            self.stats.cx_none_healthy += 1
             return None
         if view.panic:
             self.stats.lb_healthy_panic += 1
@@ -165,7 +156,7 @@ class Balancer:
     def _least_request(self, view: View, key: int | None) -> Entry:
         live = view.live
         n = len(live)
-        r = _random() * n
+        r = _random() * n  # one random number for both draws: its fraction past the first is uniform too
         first = int(r)
         second = int((r - first) * (n - 1))
         if second >= first:

@@ -214,11 +214,10 @@ class Forwarder:
         try:
             if target is None:
                 addresses = await dest.resolve(ctx.resolver)
-                if not addresses:
-                    raise errors.NoHealthyUpstream("no endpoint")
-                target = self._pick(addresses)
+                target = self._pick(addresses) if addresses else None
                 if target is None:
-                    raise errors.NoHealthyUpstream("no healthy endpoint")
+                    dest.stats.cx_none_healthy += 1
+                    raise errors.NoHealthyUpstream("no healthy endpoint" if addresses else "no endpoint")
             conn, reused = await ctx.pool.acquire(dest, *target, fresh=fresh)
         except ProxyError as exc:
             if not self.done:

@@ -169,6 +169,10 @@ class ActiveChecker:
                 return await self._tcp(reader, writer, check.tcp or ir.TcpHealthCheck())
         except (OSError, ssl.SSLError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             return NETWORK
+        except Exception:
+            # a bug must not end the destination's checks: the probe counts as failed
+            log.exception("bug: health probe of %s for %s failed", target, self.dest.name)
+            return NETWORK
         finally:
             if writer is not None:
                 writer.transport.abort()

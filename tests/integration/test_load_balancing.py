@@ -7,29 +7,16 @@ import asyncio
 import re
 import time
 
-import pytest
-
 from pyproxy import ir
 from pyproxy.translate.status import Result
 from tests.conftest import forward, listener
 from tests.helpers.http import Client, close_writer
-from tests.helpers.members import Member, destination, start_members, until
+from tests.helpers.members import destination, until
 from tests.helpers.proxy import proxy_routes
 
+pytest_plugins = ["tests.helpers.members_fixture"]  # the ``members`` fixture
+
 ROUTE = "httproute/default/lb/rule/0/match/0"
-
-
-@pytest.fixture
-async def members():
-    started: list[Member] = []
-
-    async def start(count: int) -> list[Member]:
-        started.extend(await start_members(count))
-        return started[-count:]
-
-    yield start
-    for member in started:
-        await member.stop()
 
 
 def balanced(kind: str, **kw) -> ir.LoadBalancer:
