@@ -166,9 +166,9 @@ class ClusterStats:
         """The cluster's addresses are ``targets`` now: a host that was not a member joins
         (its health starts over, its slow start begins)."""
         members = self.members
-        if len(targets) == len(members) and members.issuperset(targets):
-            return
         current = frozenset(targets)
+        if current == members:
+            return
         for target in current - members:
             self.host(target).joined(now, self.initial_health)
         self.members = current

@@ -50,6 +50,15 @@ class HealthChecks:
         self._tasks: list[asyncio.Task[None]] = []
         self._outliers: list[Outlier] = []
 
+    def __repr__(self) -> str:
+        names = ", ".join(self.tasks)
+        return f"<HealthChecks tasks=[{names}] outlier timers={len(self._outliers)}>"
+
+    @property
+    def tasks(self) -> list[str]:
+        """The names of the probing tasks running."""
+        return [task.get_name() for task in self._tasks]
+
     def swap(self, snapshot: Snapshot) -> None:
         """Stop the previous snapshot's checks and start ``snapshot``'s."""
         self.stop()

@@ -62,6 +62,22 @@ def test_live_hosts_follow_health_and_the_panic_threshold(unhealthy, panic, live
     assert bal.stats.lb_healthy_panic == (8 if len(live) == 4 and unhealthy else 0)
 
 
+def test_membership_changes_only_when_the_addresses_do():
+    """A host joins once (its health starts over then); the same addresses again, even
+    repeated ones (two endpoints naming one address), change nothing."""
+    stats = ClusterStats()
+    stats.sync_members(ADDRESSES[:2] + ADDRESSES[:1], 5.0)
+    version = stats.version
+    stats.host(ADDRESSES[0]).health = FAILED_OUTLIER_CHECK
+    stats.sync_members(ADDRESSES[:2] + ADDRESSES[:1], 6.0)
+    assert stats.version == version and stats.host(ADDRESSES[0]).health == FAILED_OUTLIER_CHECK
+    stats.sync_members(ADDRESSES[1:3], 7.0)  # the first leaves, the third joins
+    stats.sync_members(ADDRESSES[:3], 8.0)  # the first comes back: it starts over
+    assert stats.version == version + 2
+    assert (stats.host(ADDRESSES[0]).health, stats.host(ADDRESSES[0]).joined_at) == (0, 8.0)
+    assert stats.host(ADDRESSES[1]).joined_at == 5.0
+
+
 def test_round_robin_order_and_a_host_coming_back():
     bal = balancer("RoundRobin")
     assert ports(bal.pick(ADDRESSES) for _ in range(8)) == [8001, 8002, 8003, 8004] * 2

@@ -5,6 +5,8 @@ with the destination's SNI and verification; /clusters, the metrics, and a reloa
 the endpoints' health."""
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -234,7 +236,7 @@ async def test_a_reload_keeps_health_and_one_without_the_check_clears_it(members
         await rt.serve(Result(ir.Config((listener(forward(ROUTE, destination((a, b), load_balancer=RR))),)), ()))
         assert not host(rt, a).health and not host(rt, b).health
         assert await served_by(rt.ports[("127.0.0.1", 0)], 4) == {"a", "b"}
-        tasks = [task.get_name() for task in rt.health._tasks]
+        tasks = rt.health.tasks
     assert tasks == []
 
 
@@ -246,7 +248,9 @@ async def test_checks_start_unhealthy_and_the_first_pass_is_enough(members):
     check = http_check(healthy_threshold=5, interval=60)  # one probe within the test
     async with serve_ir(ir.Config((listener(checked((a,), check)),))) as rt:
         assert rt.stats.cluster(NAME).initial_health == FAILED_ACTIVE_HC
-        assert [task.get_name() for task in rt.health._tasks] == [f"pyproxy.health:{NAME}"]
+        assert rt.health.tasks == [f"pyproxy.health:{NAME}"]
         await until(lambda: passing(rt, a))
         assert rt.stats.cluster(NAME).health_check == {"attempt": 1, "success": 1, "failure": 0,
                                                        "network_failure": 0}
+    # stopping the runtime ended its checks
+    assert not [task for task in asyncio.all_tasks() if task.get_name().startswith("pyproxy.health:")]

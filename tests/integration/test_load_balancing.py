@@ -10,6 +10,7 @@ import time
 from pyproxy import ir
 from pyproxy.translate.status import Result
 from tests.conftest import forward, listener
+from tests.helpers.h2client import H2Client
 from tests.helpers.http import Client, close_writer
 from tests.helpers.members import destination, until
 from tests.helpers.proxy import proxy_routes
@@ -155,3 +156,20 @@ async def test_slow_start_ramps_up_an_endpoint_a_reload_adds(members):
         full = await names(client, 30)
         await client.close()
     assert (full.count("a"), full.count("b"), full.count("c")) == (10, 10, 10)
+
+
+async def test_hashing_works_for_http2_clients_too(members):
+    """An HTTP/2 stream drives the same forwarding: its client address and the made-up cookie
+    come from its connection."""
+    pool = await members(3)
+    lb = hashing("Cookie", name="session", cookie_ttl=0)
+    async with proxy_routes(forward(ROUTE, destination(pool, load_balancer=lb))) as (_, port):
+        client = await H2Client.connect(port)
+        first = await client.request("/")
+        set_cookie = first.header("set-cookie")
+        assert set_cookie is not None and re.fullmatch(r'session="[0-9a-f]{16}"; HttpOnly', set_cookie)
+        value = set_cookie.split('"')[1]
+        again = [await client.request("/", headers=[(b"cookie", f"session={value}".encode())]) for _ in range(4)]
+        await client.close()
+    assert {reply.body for reply in again} == {first.body}
+    assert [reply.header("set-cookie") for reply in again] == [None] * 4
