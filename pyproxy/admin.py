@@ -24,7 +24,9 @@ from aiohttp import web
 from prometheus_client.exposition import choose_encoder
 
 from . import __version__, ir, metrics
+from .dataplane.compile import CompiledDestination
 from .runtime import Runtime
+from .stats import FAILED_ACTIVE_HC, FAILED_OUTLIER_CHECK, HostStats
 
 # path, methods, what it is (the index lists them in this order)
 ENDPOINTS = (
@@ -32,7 +34,7 @@ ENDPOINTS = (
     ("/ready", "GET", "200 LIVE once every listener accepts connections, else 503"),
     ("/server_info", "GET", "version, state, uptime, configuration generation and files, last reload error (JSON)"),
     ("/config_dump", "GET", "the routing table (IR) and every status condition, private keys redacted (JSON)"),
-    ("/clusters", "GET", "each cluster's upstream addresses with health and counters (JSON)"),
+    ("/clusters", "GET", "each cluster's upstream addresses with health and counters (text; ?format=json)"),
     ("/stats/prometheus", "GET", "metrics in the Prometheus text format, Envoy's names"),
     ("/logging", "GET, POST", "the pyproxy loggers' levels; POST ?level=debug|info|warning|error sets them"),
     ("/reopen_logs", "POST", "reopen the access log file (as SIGUSR1 does)"),
@@ -127,29 +129,67 @@ def server_info(runtime: Runtime) -> dict:
     }
 
 
-HOST_STATS = ("cx_total", "cx_active", "cx_connect_fail", "rq_total", "rq_active", "rq_error")
+# a host's stats as Envoy lists them (sorted by name), each a counter or a gauge
+HOST_STATS = (("cx_active", "GAUGE"), ("cx_connect_fail", "COUNTER"), ("cx_total", "COUNTER"),
+              ("rq_active", "GAUGE"), ("rq_error", "COUNTER"), ("rq_total", "COUNTER"))
+
+
+def _hosts(runtime: Runtime, dest: CompiledDestination) -> list[tuple[str, dict[str, object], str | None, HostStats]]:
+    """A destination's current addresses (FQDN endpoints as last resolved): Envoy's text
+    form of each, its JSON address, the DNS name it came from, and its stats and health."""
+    out: list[tuple[str, dict[str, object], str | None, HostStats]] = []
+    for target, hostname in dest.hosts(runtime.resolver.lookup):
+        host, port, unix = target
+        stats = dest.stats.hosts.get(target) or HostStats(dest.stats, dest.stats.initial_health)
+        if unix:
+            out.append((host, {"pipe": {"path": host}}, hostname, stats))
+        else:
+            text = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+            out.append((text, {"socket_address": {"address": host, "port_value": port}}, hostname, stats))
+    return out
 
 
 def clusters(runtime: Runtime) -> dict:
-    """Envoy's ``/clusters?format=json``, simplified: each destination of the serving
-    snapshot with its current upstream addresses (FQDN endpoints as last resolved), their
-    health and counters. There are no health checks yet, so every address reports HEALTHY."""
+    """Envoy's ``/clusters?format=json`` for the fields pyproxy has: each destination of the
+    serving snapshot with its current upstream addresses, their stats (``name``, ``value``,
+    ``type``), health (``eds_health_status``, and ``failed_active_health_check`` /
+    ``failed_outlier_check`` when set, as Envoy leaves false out) and weight."""
     assert runtime.snapshot is not None
     statuses = []
     for name, dest in sorted(runtime.snapshot.destinations.items()):
         hosts = []
-        for (host, port, unix), hostname in dest.hosts(runtime.resolver.lookup):
-            counters = dest.stats.hosts.get((host, port, unix))
-            address = {"pipe": {"path": host}} if unix else {"socket_address": {"address": host, "port_value": port}}
-            hosts.append({
-                "address": address,
-                "hostname": hostname,
-                "health_status": {"eds_health_status": "HEALTHY"},
-                "stats": {field: getattr(counters, field, 0) for field in HOST_STATS},
-            })
+        for _, address, hostname, stats in _hosts(runtime, dest):
+            health: dict[str, object] = {"eds_health_status": "HEALTHY"}
+            if stats.health & FAILED_ACTIVE_HC:
+                health["failed_active_health_check"] = True
+            if stats.health & FAILED_OUTLIER_CHECK:
+                health["failed_outlier_check"] = True
+            entry: dict[str, object] = {"address": address}
+            if hostname:
+                entry["hostname"] = hostname
+            entry["stats"] = [{"name": field, "value": getattr(stats, field), "type": kind}
+                              for field, kind in HOST_STATS]
+            entry["health_status"] = health
+            entry["weight"] = 1
+            hosts.append(entry)
         statuses.append({"name": name, "host_statuses": hosts})
     return {"cluster_statuses": statuses}
 
+
+def clusters_text(runtime: Runtime) -> str:
+    """Envoy's text ``/clusters``: ``<cluster>::<host>:<port>::<field>::<value>`` lines, the
+    stats then ``hostname``, ``health_flags`` (``healthy``, or ``/failed_active_hc``,
+    ``/failed_outlier_check``) and ``weight`` of each address."""
+    assert runtime.snapshot is not None
+    lines: list[str] = []
+    for name, dest in sorted(runtime.snapshot.destinations.items()):
+        for text, _, hostname, stats in _hosts(runtime, dest):
+            prefix = f"{name}::{text}::"
+            lines.extend(f"{prefix}{field}::{getattr(stats, field)}" for field, _ in HOST_STATS)
+            lines.append(f"{prefix}hostname::{hostname or ''}")
+            lines.append(f"{prefix}health_flags::{stats.flags()}")
+            lines.append(f"{prefix}weight::1")
+    return "".join(line + "\n" for line in lines)
 
 
 def logger_levels() -> str:
@@ -189,10 +229,12 @@ def make_app(runtime: Runtime) -> web.Application:
             "statuses": status_dict(runtime.result),
         }))
 
-    async def cluster_status(_request: web.Request) -> web.Response:
+    async def cluster_status(request: web.Request) -> web.Response:
         if runtime.snapshot is None:
             return web.json_response({"error": "no configuration loaded"}, status=503)
-        return web.json_response(clusters(runtime))
+        if request.query.get("format") == "json":
+            return web.json_response(clusters(runtime))
+        return web.Response(text=clusters_text(runtime))
 
     async def prometheus(request: web.Request) -> web.Response:
         encode, content_type = choose_encoder(request.headers.get("Accept", ""))

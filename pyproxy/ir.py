@@ -211,8 +211,13 @@ class PassiveHealthCheck:
     ``consecutive_gateway_errors`` 502/503/504 in a row (None: not counted apart), or
     ``consecutive_local_origin_failures`` connect failures, resets or timeouts in a row is
     ejected for ``base_ejection_time`` × the number of times it was ejected; never more than
-    ``max_ejection_percent`` of the endpoints at once (at least one). Checked every
-    ``interval``, when ejections end."""
+    ``max_ejection_percent`` of the endpoints at once (Envoy: an ejection that would pass it
+    is refused, so 10 % of fewer than 10 endpoints ejects none, unless
+    ``always_eject_one_endpoint``). Checked every ``interval``, when ejections end.
+
+    ``split_external_local_origin_errors`` False (Envoy's default): the proxy's own failures
+    (connect failure, reset: 503; timeout: 504) count as those 5xx answers, and
+    ``consecutive_local_origin_failures`` is not used; True: they count only towards it."""
 
     interval: float = 3.0
     consecutive_5xx: int = 5
@@ -220,6 +225,8 @@ class PassiveHealthCheck:
     consecutive_local_origin_failures: int = 5
     base_ejection_time: float = 30.0
     max_ejection_percent: int = 10
+    split_external_local_origin_errors: bool = False
+    always_eject_one_endpoint: bool = False
 
 
 @dataclass(frozen=True, slots=True)

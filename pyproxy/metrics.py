@@ -31,7 +31,15 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
 from .runtime import Runtime
-from .stats import BUCKETS, ClusterStats, Histogram, ListenerStats
+from .stats import (
+    BUCKETS,
+    FAILED_ACTIVE_HC,
+    HEALTH_CHECK_COUNTERS,
+    OUTLIER_COUNTERS,
+    ClusterStats,
+    Histogram,
+    ListenerStats,
+)
 
 PREFIX = "envoy_http_conn_manager_prefix"
 CLUSTER = "envoy_cluster_name"
@@ -145,22 +153,25 @@ class RuntimeCollector(Collector):
             rq_time.add_metric([name], buckets(stats.rq_time), stats.rq_time.sum)
         yield rq_xx
         yield rq_time
-        for field, doc in (("rq_timeout", "requests that hit the route timeout"),
-                           ("rq_per_try_timeout", "attempts that hit their per-try timeout"),
-                           ("rq_retry", "retries"),
-                           ("cx_overflow", "connections not opened: the circuit breaker's maxConnections"),
-                           ("rq_pending_overflow", "requests refused (503 UO): the circuit breaker's "
-                                                   "maxPendingRequests or maxParallelRequests"),
-                           ("rq_retry_overflow", "retries not made: the circuit breaker's maxParallelRetries")):
-            family = UnknownMetricFamily(f"envoy_cluster_upstream_{field}", doc, labels=[CLUSTER])
+        for field, doc in (("upstream_rq_timeout", "requests that hit the route timeout"),
+                           ("upstream_rq_per_try_timeout", "attempts that hit their per-try timeout"),
+                           ("upstream_rq_retry", "retries"),
+                           ("upstream_cx_overflow", "connections not opened: the circuit breaker's maxConnections"),
+                           ("upstream_rq_pending_overflow", "requests refused (503 UO): the circuit breaker's "
+                                                            "maxPendingRequests or maxParallelRequests"),
+                           ("upstream_rq_retry_overflow", "retries not made: the circuit breaker's maxParallelRetries"),
+                           ("lb_healthy_panic", "requests balanced over every endpoint: too few were healthy"),
+                           ("upstream_cx_none_healthy", "requests that found no healthy endpoint (503 UH)")):
+            family = UnknownMetricFamily(f"envoy_cluster_{field}", doc, labels=[CLUSTER])
             for name, stats in clusters:
-                family.add_metric([name], getattr(stats, field))
+                family.add_metric([name], getattr(stats, field.removeprefix("upstream_")))
             yield family
         pending = GaugeMetricFamily("envoy_cluster_upstream_rq_pending_active", "requests waiting for a connection",
                                     labels=[CLUSTER])
         for name, stats in clusters:
             pending.add_metric([name], stats.rq_pending)
         yield pending
+        yield from _health(clusters)
 
     def _pyproxy(self) -> Iterator[Metric]:
         runtime = self.runtime
@@ -201,6 +212,38 @@ def _host_totals(clusters: list[tuple[str, ClusterStats]]) -> Iterator[Metric]:
         for name, stats in clusters:
             family.add_metric([name], stats.total(field))
         yield family
+
+
+def _health(clusters: list[tuple[str, ClusterStats]]) -> Iterator[Metric]:
+    """Envoy's ``health_check.*`` families for the clusters under an active health check and
+    ``outlier_detection.*`` for those under outlier detection."""
+    checked = [(name, stats) for name, stats in clusters if stats.active_check is not None]
+    for field in HEALTH_CHECK_COUNTERS:
+        family = UnknownMetricFamily(f"envoy_cluster_health_check_{field}", f"active health check probes: {field}",
+                                     labels=[CLUSTER])
+        for name, stats in checked:
+            family.add_metric([name], stats.health_check[field])
+        yield family
+    healthy = GaugeMetricFamily("envoy_cluster_health_check_healthy", "endpoints passing their active health check",
+                                labels=[CLUSTER])
+    for name, stats in checked:
+        healthy.add_metric([name], sum(1 for target in stats.members
+                                       if not stats.hosts[target].health & FAILED_ACTIVE_HC))
+    yield healthy
+    detected = [(name, stats) for name, stats in clusters if stats.outlier_check is not None]
+    active = GaugeMetricFamily("envoy_cluster_outlier_detection_ejections_active", "endpoints ejected now",
+                               labels=[CLUSTER])
+    for name, stats in detected:
+        active.add_metric([name], stats.ejected())
+    yield active
+    for field in OUTLIER_COUNTERS:
+        name_, doc = f"envoy_cluster_outlier_detection_{field.removesuffix('_total')}", field.replace("_", " ")
+        counter: CounterMetricFamily | UnknownMetricFamily = (
+            CounterMetricFamily(name_, doc, labels=[CLUSTER]) if field.endswith("_total")
+            else UnknownMetricFamily(name_, doc, labels=[CLUSTER]))
+        for name, stats in detected:
+            counter.add_metric([name], stats.outlier[field])
+        yield counter
 
 
 def registry(runtime: Runtime) -> CollectorRegistry:

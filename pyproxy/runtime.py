@@ -16,6 +16,7 @@ from . import translate as translate_room
 from .dataplane.compile import Snapshot, compile_config
 from .dataplane.context import Context
 from .dataplane.dns import Resolver
+from .dataplane.health import HealthChecks
 from .dataplane.limits import DEFAULT as DEFAULT_LIMITS
 from .dataplane.limits import Limits
 from .dataplane.pool import Pool
@@ -99,6 +100,7 @@ class Runtime:
         self.draining = False
         self.resolver = Resolver(settings.nameservers, settings.dns_refresh)
         self.pool = Pool(settings.limits)
+        self.health = HealthChecks(self.resolver)  # the serving snapshot's health checks
         self.access_log = AccessLog(settings.access_log, log_format=settings.access_log_format)
         self.stats = Stats()  # outlives every snapshot: counts survive a reload
         self.context: Context | None = None
@@ -176,6 +178,7 @@ class Runtime:
         else:
             self.context.snapshot = snapshot
         self.result, self.snapshot, self.files = result, snapshot, loaded.files
+        self.health.swap(snapshot)
         self.resolver.set_watched(snapshot.dns_names)
         for proto in list(self.context.connections):
             if proto.group_key in change.removed:
@@ -213,6 +216,7 @@ class Runtime:
             for proto in cut:
                 proto.transport.close()
         await self.listeners.wait_closed(5.0)
+        await self.health.close()
         self.pool.close()
         await self.resolver.close()
         self.access_log.close()

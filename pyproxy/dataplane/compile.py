@@ -23,12 +23,14 @@ from dataclasses import dataclass
 from .. import ir
 from ..stats import ClusterStats, Stats, Target
 from . import client, tls
+from .balance import Balancer
 from .client import ClientPolicy
 from .cors import CompiledCors
 from .dns import DnsError, Family, Resolver, Watch
 from .filters import HeaderOps, compile_mutation
 from .limits import DEFAULT as DEFAULT_LIMITS
 from .limits import Limits
+from .outlier import Outlier
 from .retry import RetryPolicy
 from .router import HostIndex, Matcher
 
@@ -39,40 +41,59 @@ Lookup = Callable[[str, Family], tuple[str, ...] | None]  # ``Resolver.lookup``
 
 class CompiledDestination:
     """Endpoints and upstream TLS of one ``ir.Destination``. ``addresses`` flattens every
-    endpoint to (host, port) for round robin; FQDN endpoints are looked up in the DNS cache
-    (in the destination's ``lookup_family``) at pick time, so a refreshed answer is used by
-    the next request. ``stats`` are the runtime's counters of this destination's name (they
-    outlive the snapshot, and so do the gauges its circuit ``breaker`` is checked against).
+    endpoint to (host, port, is_unix); FQDN endpoints are looked up in the DNS cache (in the
+    destination's ``lookup_family``) at pick time, so a refreshed answer is used by the next
+    request (the tuple is rebuilt only when an answer changed, which is what tells the
+    ``balancer`` to rebuild its view). ``stats`` are the runtime's counters and health of this
+    destination's name (they outlive the snapshot, and so do the gauges its circuit
+    ``breaker`` is checked against); ``outlier`` its outlier detector; ``probe_ssl_context``
+    what active health checks speak TLS with (HTTP/1.1 only, even for an HTTP/2 destination).
     ``idle_timeout``: None means the pool's own."""
 
-    __slots__ = ("name", "endpoints", "tls", "ssl_context", "connect_timeout", "_rr", "_static", "fqdns", "stats",
-                 "http2", "breaker", "idle_timeout", "family")
+    __slots__ = ("name", "endpoints", "tls", "ssl_context", "connect_timeout", "_static", "fqdns", "stats",
+                 "http2", "breaker", "idle_timeout", "family", "balancer", "outlier", "active_check",
+                 "outlier_check", "probe_ssl_context", "_answers", "_resolved")
 
-    def __init__(self, dest: ir.Destination, ssl_context: ssl.SSLContext | None, stats: ClusterStats) -> None:
+    def __init__(self, dest: ir.Destination, ssl_context: ssl.SSLContext | None, stats: ClusterStats,
+                 probe_ssl_context: ssl.SSLContext | None = None) -> None:
         self.name = dest.name
         self.stats = stats
         self.endpoints = dest.endpoints
         self.tls = dest.tls
         self.ssl_context = ssl_context
+        self.probe_ssl_context = probe_ssl_context or ssl_context
         self.connect_timeout = dest.connect_timeout
         self.http2 = dest.http2
         self.breaker = dest.circuit_breaker
         self.idle_timeout = dest.idle_timeout
         self.family = dest.dns.lookup_family
-        self._rr = itertools.count()
         self.fqdns = tuple(e for e in dest.endpoints if e.kind == "fqdn")
         self._static = tuple((e.host, e.port, e.kind == "unix") for e in dest.endpoints if e.kind != "fqdn")
+        self._answers: list[tuple[str, ...] | None] = [None] * len(self.fqdns)
+        self._resolved: tuple[tuple[str, int, bool], ...] = self._static
+        self.balancer = Balancer(dest, stats)
+        self.active_check = dest.active_health_check
+        self.outlier_check = dest.passive_health_check
+        self.outlier = Outlier(dest.name, dest.passive_health_check, stats) if dest.passive_health_check else None
 
-    def addresses(self, lookup: Lookup) -> list[tuple[str, int, bool]] | tuple:
+    def addresses(self, lookup: Lookup) -> tuple[tuple[str, int, bool], ...]:
         """Every usable (host, port, is_unix) now; FQDNs not yet resolved contribute nothing."""
         if not self.fqdns:
             return self._static
-        out = list(self._static)
+        answers = self._answers
         family = self.family
-        for ep in self.fqdns:
-            for addr in lookup(ep.host, family) or ():
-                out.append((addr, ep.port, False))
-        return out
+        changed = False
+        for i, ep in enumerate(self.fqdns):
+            answer = lookup(ep.host, family)
+            if answer is not answers[i]:
+                answers[i] = answer
+                changed = True
+        if changed:
+            resolved = list(self._static)
+            for ep, answer in zip(self.fqdns, answers, strict=True):
+                resolved.extend((addr, ep.port, False) for addr in answer or ())
+            self._resolved = tuple(resolved)
+        return self._resolved
 
     def hosts(self, lookup: Lookup) -> list[tuple[Target, str | None]]:
         """``addresses`` with the DNS name each came from (None for IP and unix endpoints)."""
@@ -81,7 +102,7 @@ class CompiledDestination:
             out.extend(((addr, ep.port, False), ep.host) for addr in lookup(ep.host, self.family) or ())
         return out
 
-    async def resolve(self, resolver: Resolver) -> list[tuple[str, int, bool]] | tuple:
+    async def resolve(self, resolver: Resolver) -> tuple[tuple[str, int, bool], ...]:
         """``addresses`` after waiting for the FQDNs' answers: for the first requests, before
         the DNS cache has any (a failed lookup contributes nothing)."""
         for ep in self.fqdns:
@@ -91,8 +112,11 @@ class CompiledDestination:
                 pass
         return self.addresses(resolver.lookup)
 
-    def pick(self, addresses) -> tuple[str, int, bool]:
-        return addresses[next(self._rr) % len(addresses)]
+    def pick(self, addresses: tuple[tuple[str, int, bool], ...]) -> Target | None:
+        """An endpoint for a request without a hash key (a mirrored copy); None when every
+        one is unhealthy."""
+        picked = self.balancer.pick(addresses)
+        return picked[0] if picked is not None else None
 
 
 class CompiledBackend:
@@ -256,7 +280,10 @@ async def compile_config(config: ir.Config, stats: Stats, limits: Limits = DEFAU
     for name, dest in _destinations(config).items():
         try:
             ctx = await loop.run_in_executor(None, tls.client_context, dest.tls, dest.http2) if dest.tls else None
-            destinations[name] = CompiledDestination(dest, ctx, stats.cluster(name))
+            probe_ctx = None
+            if dest.tls and dest.http2 and dest.active_health_check is not None:
+                probe_ctx = await loop.run_in_executor(None, tls.client_context, dest.tls, False)
+            destinations[name] = CompiledDestination(dest, ctx, stats.cluster(name), probe_ctx)
         except Exception:
             log.exception("bug: destination %s failed to compile; its backendRefs answer 500", name)
             continue

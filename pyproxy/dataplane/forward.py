@@ -38,6 +38,11 @@ if TYPE_CHECKING:
 log = logging.getLogger("pyproxy.forward")
 _draw = random.random  # the back-off's uniform draw in [0, 1) (a test may make it fixed)
 
+# Attempt failures outlier detection charges to the endpoint (Envoy's local-origin errors; an
+# overflow is the proxy's own limit, not the endpoint's fault)
+LOCAL_ORIGIN = (errors.UpstreamConnectError, errors.UpstreamReset, errors.UpstreamProtocolError,
+                errors.UpstreamTimeout)
+_UNSET = -1  # no hash key computed yet (keys are 64-bit, never negative)
 
 
 class Downstream(Protocol):
@@ -46,6 +51,17 @@ class Downstream(Protocol):
     ctx: Context
     loop: asyncio.AbstractEventLoop
     write_paused: bool  # the client is not reading: don't read the upstream either
+
+    @property
+    def peer(self) -> str:
+        """The client's address and port (``peer_b``: its address alone, as bytes)."""
+
+    @property
+    def peer_b(self) -> bytes: ...
+
+    @property
+    def local(self) -> str:
+        """The listener's address and port."""
 
     def send_head(self, ex: Exchange, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> None: ...
 
@@ -81,14 +97,15 @@ class Forwarder:
     It counts into its destination's ``ClusterStats``: an attempt (``host.rq_total``,
     ``rq_active``) from attaching a connection until the connection is released or dropped,
     every upstream status and the status of each failure answered before the response began
-    (``rq_xx``, as Envoy charges resets 503 and timeouts 504), timeouts and retries."""
+    (``rq_xx``, as Envoy charges resets 503 and timeouts 504), timeouts and retries; and it
+    reports each attempt's outcome to the destination's outlier detection."""
 
     __slots__ = ("down", "ex", "ctx", "route", "backend", "dest", "request", "conn", "reused", "task", "timer",
                  "try_timer", "request_done", "retries_left", "replay", "replay_size", "discarding", "retried",
                  "mirrors", "body", "body_size", "done", "host", "sent_at", "started", "retries_done", "interval",
-                 "retry_slot", "flags")
+                 "retry_slot", "flags", "hash_key", "set_cookie")
 
-    host: HostStats  # the current attempt's upstream address; set by _attach together with conn
+    host: HostStats  # the current attempt's upstream address; set by _pick
 
     def __init__(self, down: Downstream, ex: Exchange, route: CompiledRoute, backend: CompiledBackend,
                  request: UpstreamRequest) -> None:
@@ -125,6 +142,8 @@ class Forwarder:
         self.body_size = ex.body_size
         ex.body = []
         self.done = False
+        self.hash_key: int | None = _UNSET  # ConsistentHash: the request's key, once computed
+        self.set_cookie: bytes | None = None  # a made-up hash cookie, set on the response
 
     # ------------------------------------------------------------------ driven by the downstream
 
@@ -200,15 +219,13 @@ class Forwarder:
             self._attempt_failed(errors.UpstreamOverflow("too many requests in flight"))
             return
         addresses = dest.addresses(self.ctx.resolver.lookup)
-        target = None
-        if addresses:
-            target = self._pick(addresses)
-            if not fresh:
-                pool = self.ctx.pool
-                conn = pool.take(pool.key(dest, *target))
-                if conn is not None:
-                    self._attach(conn, True, target)
-                    return
+        target = self._pick(addresses) if addresses else None
+        if target is not None and not fresh:
+            pool = self.ctx.pool
+            conn = pool.take(pool.key(dest, *target))
+            if conn is not None:
+                self._attach(conn, True)
+                return
         self.task = self.down.loop.create_task(self._connect(target, fresh), name="pyproxy-connect")
 
     async def _connect(self, target: tuple[str, int, bool] | None, fresh: bool) -> None:
@@ -217,9 +234,10 @@ class Forwarder:
         try:
             if target is None:
                 addresses = await dest.resolve(ctx.resolver)
-                if not addresses:
-                    raise errors.NoHealthyUpstream("no endpoint")
-                target = self._pick(addresses)
+                target = self._pick(addresses) if addresses else None
+                if target is None:
+                    dest.stats.cx_none_healthy += 1
+                    raise errors.NoHealthyUpstream("no healthy endpoint" if addresses else "no endpoint")
             conn, reused = await ctx.pool.acquire(dest, *target, fresh=fresh)
         except ProxyError as exc:
             if not self.done:
@@ -233,19 +251,31 @@ class Forwarder:
         if self.done:
             ctx.pool.release(conn)
             return
-        self._attach(conn, reused, target)
+        self._attach(conn, reused)
 
-    def _pick(self, addresses) -> tuple[str, int, bool]:
-        """The next endpoint of the destination, recorded for the access log."""
-        target = self.dest.pick(addresses)
+    def _pick(self, addresses: tuple[Target, ...]) -> Target | None:
+        """The endpoint the destination's load balancer chooses (None: no healthy one),
+        recorded for the access log."""
+        balancer = self.dest.balancer
+        key = None
+        if balancer.hash_on is not None:
+            key = self.hash_key
+            if key == _UNSET:
+                key, self.set_cookie = balancer.request_key(self.ex.head.headers, self.down, self.ex.client_address)
+                self.hash_key = key
+        picked = balancer.pick(addresses, key)
+        if picked is None:
+            return None
+        target, self.host = picked
         self.ex.upstream_addr = target[0] if target[2] else f"{target[0]}:{target[1]}"
         return target
 
-    def _attach(self, conn: Upstream, reused: bool, target: Target) -> None:
-        """Send the request head and any body buffered so far on ``conn`` (to ``target``)."""
+    def _attach(self, conn: Upstream, reused: bool) -> None:
+        """Send the request head and any body buffered so far on ``conn`` (to the endpoint
+        ``_pick`` chose)."""
         self.conn = conn
         self.reused = reused
-        host = self.host = self.dest.stats.host(target)
+        host = self.host
         host.rq_total += 1
         host.rq_active += 1
         self.dest.stats.rq_active += 1
@@ -294,6 +324,8 @@ class Forwarder:
         self.timer = None
         if not self.done:
             self.dest.stats.rq_timeout += 1
+            if self.conn is not None and self.dest.outlier is not None:
+                self.dest.outlier.failed(self.host, True)
             self._fail(errors.UpstreamTimeout())
 
     def _may_retry(self, would: bool) -> bool:
@@ -342,6 +374,8 @@ class Forwarder:
         """One upstream attempt failed before anything was relayed to the client: retry it
         when the route's policy says so, else answer with the error. An attempt whose answer
         was being dropped for a retry is retried as decided."""
+        if self.dest.outlier is not None and isinstance(error, LOCAL_ORIGIN):
+            self.dest.outlier.failed(self.host, isinstance(error, errors.UpstreamTimeout))
         self._drop_attempt()
         if self.discarding:
             self._retry()
@@ -378,12 +412,16 @@ class Forwarder:
         self.dest.stats.rq_xx[status // 100] += 1
         if status >= 500:
             self.host.rq_error += 1
+        if self.dest.outlier is not None:
+            self.dest.outlier.answered(self.host, status)
         policy = self.route.retry
         if policy is not None and self._may_retry(policy.retries_status(status)):
             self.discarding = True  # this answer is dropped; the request is sent again
             return
         if self.flags:
             self.ex.flags = self.flags
+        if self.set_cookie is not None:
+            headers.append((b"set-cookie", self.set_cookie))
         self.down.send_head(self.ex, status, reason, headers)
 
     def upgraded(self, conn: UpstreamConnection, first: bytes) -> None:

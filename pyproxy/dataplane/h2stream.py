@@ -28,6 +28,9 @@ class Owner(Protocol):
     ctx: Context
     loop: asyncio.AbstractEventLoop
     policy: ClientPolicy
+    peer: str  # the client's address:port
+    peer_b: bytes  # the client's address
+    local_addr: str  # the listener's address:port
 
     def pump(self, stream: Stream) -> None: ...
 
@@ -69,6 +72,18 @@ class Stream:
         self.request_deadline = self.progress_at + timeout if timeout else math.inf
 
     # ------------------------------------------------------------------ Downstream
+
+    @property
+    def peer(self) -> str:
+        return self.owner.peer
+
+    @property
+    def peer_b(self) -> bytes:
+        return self.owner.peer_b
+
+    @property
+    def local(self) -> str:
+        return self.owner.local_addr
 
     def send_head(self, ex: Exchange, status: int, reason: bytes, headers: list[tuple[bytes, bytes]]) -> None:
         ex.advance(Ev.HEAD)

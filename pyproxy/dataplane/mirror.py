@@ -107,7 +107,11 @@ class Mirrors:
                 if not addresses:
                     log.debug("mirror to %s: no endpoint", dest.name)
                     return
-                conn, _ = await self.pool.acquire(dest, *dest.pick(addresses), wait=False)
+                target = dest.pick(addresses)
+                if target is None:
+                    log.debug("mirror to %s: no healthy endpoint", dest.name)
+                    return
+                conn, _ = await self.pool.acquire(dest, *target, wait=False)
                 sink = _Discard(self.pool, conn)
                 conn.start(sink, request, head_request)
                 if body:

@@ -41,7 +41,8 @@ TIMEOUT_BODY = b"upstream request timeout"
 
 def endpoints(*ports: int, name: str = "backend/default/multi") -> ir.Destination:
     """One destination over several endpoints, picked round robin from the first one."""
-    return ir.Destination(name=name, endpoints=tuple(ir.Endpoint("ip", "127.0.0.1", p) for p in ports))
+    return ir.Destination(name=name, endpoints=tuple(ir.Endpoint("ip", "127.0.0.1", p) for p in ports),
+                          load_balancer=ir.LoadBalancer("RoundRobin"))
 
 
 async def get(port: int, path: str = "/retry", **kw):

@@ -207,16 +207,26 @@ async def test_server_info_reports_state_generation_and_files(tmp_path, ca):
 
 
 async def test_clusters_lists_each_destination_with_its_addresses(tmp_path, ca):
-    """Envoy's /clusters?format=json shape; no health checks yet, so HEALTHY."""
+    """Envoy's /clusters text lines, and its ?format=json shape; no health check, so healthy."""
     write_config(tmp_path, ca.cert_pem.bytes().decode())
     async with admin_serving(tmp_path) as port:
-        status, body = await get(port, "/clusters", "127.0.0.1")
-    assert status == 200
+        status, text = await get(port, "/clusters", "127.0.0.1")
+        json_status, body = await get(port, "/clusters?format=json", "127.0.0.1")
+    assert (status, json_status) == (200, 200)
+    prefix = "backend/default/tls-backend::127.0.0.1:9443::"
+    assert text.decode().splitlines() == [prefix + line for line in (
+        "cx_active::0", "cx_connect_fail::0", "cx_total::0", "rq_active::0", "rq_error::0", "rq_total::0",
+        "hostname::", "health_flags::healthy", "weight::1")]
     assert json.loads(body) == {"cluster_statuses": [{"name": "backend/default/tls-backend", "host_statuses": [{
         "address": {"socket_address": {"address": "127.0.0.1", "port_value": 9443}},
-        "hostname": None,
+        "stats": [{"name": "cx_active", "value": 0, "type": "GAUGE"},
+                  {"name": "cx_connect_fail", "value": 0, "type": "COUNTER"},
+                  {"name": "cx_total", "value": 0, "type": "COUNTER"},
+                  {"name": "rq_active", "value": 0, "type": "GAUGE"},
+                  {"name": "rq_error", "value": 0, "type": "COUNTER"},
+                  {"name": "rq_total", "value": 0, "type": "COUNTER"}],
         "health_status": {"eds_health_status": "HEALTHY"},
-        "stats": {"cx_total": 0, "cx_active": 0, "cx_connect_fail": 0, "rq_total": 0, "rq_active": 0, "rq_error": 0},
+        "weight": 1,
     }]}]}
 
 
