@@ -29,8 +29,7 @@ from .backends import Version, tls_version, version_order_problem
 from .fieldmap import Convert, Rule, at_least_one, build, count, duration, invalid, same, size
 from .gateways import ListenerContext
 from .index import Index
-from .policytargets import Attachments, Claim, listener_scopes, resolve, targets
-from .precedence import age_key
+from .policytargets import Claim, attach, listener_scopes
 from .status import ObjectStatus, object_status
 
 KIND = "ClientTrafficPolicy"
@@ -60,14 +59,7 @@ class ClientPolicies:
 
 
 def translate_client_policies(index: Index, listeners: list[ListenerContext]) -> ClientPolicies:
-    attachments: Attachments[ClientPolicy] = Attachments(KIND)
-    translated: dict[str, ClientPolicy] = {}
-    for policy in sorted(index.client_traffic_policies.values(), key=lambda p: age_key(p.metadata)):
-        client = _translate(policy)
-        translated[client.policy] = client
-        namespace = policy.metadata.namespace
-        for target in targets(policy.spec, namespace):
-            attachments.claim(client.policy, target, resolve(index, namespace, target, ("Gateway",)), client)
+    attachments, translated = attach(index.client_traffic_policies.values(), KIND, ("Gateway",), index, _translate)
     served = [ctx for ctx in listeners if ctx.programmed and listener_scopes(ctx)]
     claims = {ctx.ir_name: attachments.effective(listener_scopes(ctx)) for ctx in served}
     refused = _shared_ports(served, claims)

@@ -13,18 +13,28 @@ then Gateway; the less specific policies it displaces report Overridden.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from ..config import envoygateway as eg
 from ..config import resources as res
 from .gateways import ListenerContext
 from .index import Index
+from .precedence import age_key
 from .problems import Problem, kind_label
 from .status import Condition
 
-T = TypeVar("T")
+
+class Translated(Protocol):
+    """What a policy asks for, named after its policy."""
+
+    @property
+    def policy(self) -> str: ...  # "<namespace>/<name>"
+
+
+T = TypeVar("T", bound=Translated)
+P = TypeVar("P", eg.BackendTrafficPolicy, eg.ClientTrafficPolicy)
 Scope = tuple[str, ...]  # ("gateway", ns, name) ("listener", ns, name, listener) ("route", kind, ns, name)
 # ("rule", kind, ns, name, rule)
 
@@ -38,7 +48,7 @@ class Target:
     label: str  # gateway/<ns>/<name>[/<section>], httproute/<ns>/<name>[/<section>]
 
 
-def targets(spec: eg.BackendTrafficPolicySpec | eg.ClientTrafficPolicySpec, namespace: str) -> list[Target]:
+def _targets(spec: eg.BackendTrafficPolicySpec | eg.ClientTrafficPolicySpec, namespace: str) -> list[Target]:
     refs = [(f"spec.targetRefs[{i}]", ref) for i, ref in enumerate(spec.target_refs)]
     if spec.target_ref is not None:
         refs.append(("spec.targetRef", spec.target_ref))
@@ -49,7 +59,23 @@ def _label(ref: res.LocalPolicyTargetReferenceWithSectionName, namespace: str) -
     return f"{ref.kind.lower()}/{namespace}/{ref.name}" + (f"/{ref.section_name}" if ref.section_name else "")
 
 
-def resolve(index: Index, namespace: str, target: Target, kinds: tuple[str, ...]) -> Scope | Problem:
+def attach(
+    policies: Iterable[P], kind: str, kinds: tuple[str, ...], index: Index, translate: Callable[[P], T]
+) -> tuple[Attachments[T], dict[str, T]]:
+    """Translate every policy of ``kind`` and let each claim its targets (``kinds`` of
+    objects), oldest first; what each asks for, by "<namespace>/<name>"."""
+    attachments: Attachments[T] = Attachments(kind)
+    translated: dict[str, T] = {}
+    for policy in sorted(policies, key=lambda p: age_key(p.metadata)):
+        value = translate(policy)
+        translated[value.policy] = value
+        namespace = policy.metadata.namespace
+        for target in _targets(policy.spec, namespace):
+            attachments.claim(value.policy, target, _resolve(index, namespace, target, kinds), value)
+    return attachments, translated
+
+
+def _resolve(index: Index, namespace: str, target: Target, kinds: tuple[str, ...]) -> Scope | Problem:
     """The scope ``target`` names, or why it names none (Invalid: a kind the policy cannot
     target; TargetNotFound: no such object, listener or rule)."""
     ref, where = target.ref, target.where

@@ -26,8 +26,8 @@ from ..config import resources as res
 from .backendtraffic import Traffic, translate_traffic
 from .gateways import ListenerContext
 from .index import Index
-from .policytargets import ROUTE_KINDS, Attachments, Scope, listener_scopes, resolve, targets
-from .precedence import Ranked, age_key
+from .policytargets import ROUTE_KINDS, Attachments, Scope, attach, listener_scopes
+from .precedence import Ranked
 from .rules import DEFAULT_RULES, INVALID_BACKEND_STATUS
 from .status import ObjectStatus, object_status
 
@@ -107,13 +107,6 @@ def _rule_sets(rule: res.HTTPRouteRule | res.GRPCRouteRule, route_field: str) ->
 
 
 def translate_backend_policies(index: Index) -> BackendPolicies:
-    attachments: Attachments[Traffic] = Attachments(KIND)
-    by_name: dict[str, Traffic] = {}
-    for policy in sorted(index.backend_traffic_policies.values(), key=lambda p: age_key(p.metadata)):
-        traffic = translate_traffic(policy)
-        by_name[traffic.policy] = traffic
-        namespace = policy.metadata.namespace
-        for target in targets(policy.spec, namespace):
-            attachments.claim(traffic.policy, target, resolve(index, namespace, target, ("Gateway", *ROUTE_KINDS)),
-                              traffic)
-    return BackendPolicies(index, attachments, by_name)
+    attachments, traffic = attach(index.backend_traffic_policies.values(), KIND, ("Gateway", *ROUTE_KINDS), index,
+                                  translate_traffic)
+    return BackendPolicies(index, attachments, traffic)
