@@ -455,4 +455,6 @@ def to_dict(value: object) -> object:
         return out
     if isinstance(value, tuple):
         return [to_dict(v) for v in value]
+    if isinstance(value, bytes):  # health check payloads: text, other bytes as \xNN escapes
+        return value.decode("ascii", "backslashreplace")
     return value

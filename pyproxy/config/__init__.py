@@ -12,8 +12,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pyproxy.config.documents import LoadWarning, Read
+from pyproxy.config.kinds import Resource
 from pyproxy.config.parse import Skipped, format_error, object_label
-from pyproxy.config.resources import GRPCRoute, HTTPRoute, Location, Resource
+from pyproxy.config.resources import GRPCRoute, HTTPRoute, Location
 from pyproxy.config.yamlload import FileContents, compose, find_files, read_file
 from pyproxy.errors import ConfigError
 

@@ -19,8 +19,9 @@ from dataclasses import dataclass, field
 
 from yaml import MappingNode, Node, ScalarNode, SequenceNode
 
+from pyproxy.config.kinds import KINDS, Resource
 from pyproxy.config.parse import Skipped, document_label, format_error, get, parse_document
-from pyproxy.config.resources import KINDS, Location, Resource
+from pyproxy.config.resources import Location
 from pyproxy.config.yamlload import Document
 
 _OBJECT_KEYS = ("apiVersion", "kind", "metadata", "spec")
@@ -29,8 +30,8 @@ _LIST_KEYS = ("apiVersion", "kind", "metadata", "items")
 # Real kinds close to one pyproxy reads (TCPRoute ~ HTTPRoute): skipped, never "corrected".
 _OTHER_KINDS = frozenset({
     "GatewayClass", "TLSRoute", "TCPRoute", "UDPRoute", "BackendLBPolicy", "ListenerSet",
-    "XListenerSet", "XBackendTrafficPolicy", "HTTPRouteFilter", "BackendTrafficPolicy", "ClientTrafficPolicy",
-    "SecurityPolicy", "EnvoyProxy", "EnvoyPatchPolicy", "EnvoyExtensionPolicy",
+    "XListenerSet", "XBackendTrafficPolicy", "HTTPRouteFilter", "SecurityPolicy", "EnvoyProxy", "EnvoyPatchPolicy",
+    "EnvoyExtensionPolicy",
 })
 _TYPO_SIMILARITY = 0.85  # difflib ratio, case ignored: Backends/Backend 0.93, GatewayClass/Gateway 0.74
 

@@ -1,8 +1,10 @@
 """YAML nodes to the typed resources of ``resources.py``, driven by their declarations.
 
 One generic walker reads every kind: it follows ``dataclasses.fields`` and the type hints
-(dataclass, ``X | None``, ``Literal``, ``tuple[X, ...]``, ``dict[str, V]``, ``str``,
-``Text``, ``Duration``, ``HeaderName``, ``HeadText``, ``int``, ``bool``). Errors are
+(dataclass, ``X | None``, ``Literal`` (``Annotated`` with ``NotSupported`` values),
+``tuple[X, ...]``, ``dict[str, V]``, ``str``, ``Text``, ``Duration``, ``GoDuration``,
+``Quantity``, ``HeaderName``, ``HeadText``, ``int``, ``bool``) and the class's
+``NOT_SUPPORTED`` keys; ``checks.py`` checks what spans fields. Errors are
 collected, never raised, each as
 ``<file>: document <n> (<Kind> <ns>/<name>), line <l>: <field.path[i]>: <problem>``.
 
@@ -31,25 +33,23 @@ import types
 import typing
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal, NewType, Union
+from typing import Annotated, Any, Literal, NewType, Union
 
 from yaml import MappingNode, Node, ScalarNode, SequenceNode
 from yaml.constructor import SafeConstructor
 from yaml.resolver import Resolver
 
-from pyproxy import regex
+from pyproxy.config import checks
+from pyproxy.config.kinds import KINDS, Resource
 from pyproxy.config.resources import (
-    KINDS,
     Duration,
-    GRPCMethodMatch,
+    GoDuration,
     HeaderName,
     HeadText,
-    HTTPHeaderMatch,
-    HTTPPathMatch,
-    HTTPQueryParamMatch,
     Location,
     Metadata,
-    Resource,
+    NotSupported,
+    Quantity,
     Secret,
     Text,
 )
@@ -66,10 +66,9 @@ _STRING_TAGS = frozenset(_TAG + name for name in ("str", "int", "float", "bool",
 _LINE_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f]")  # control characters but TAB
 _TEXT_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")  # ... but TAB, LF, CR
 _DURATION = re.compile(r"([0-9]{1,5}(h|m|s|ms)){1,4}")  # GEP-2257
+_GO_DURATION = re.compile(r"(?:(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:ns|us|µs|μs|ms|s|m|h))+|0")  # metav1.Duration
+_QUANTITY = re.compile(r"[1-9][0-9]*(?:[EPTGMK]i|[EPTGMk])?")  # Envoy Gateway's resource.Quantity pattern
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # RFC 9110 token: a header name
-# Exact GRPCRoute names, as the CRD validates them: protobuf full names and identifiers
-_GRPC_SERVICE = re.compile(r"\.?[A-Za-z_][A-Za-z_0-9]*(?:\.[A-Za-z_][A-Za-z_0-9]*)*")
-_GRPC_METHOD = re.compile(r"[A-Za-z_][A-Za-z_0-9]*")
 
 # Read apart (kind, apiVersion) or ignored (status) at the top of a document.
 _TOP_LEVEL_KEYS = ("apiVersion", "kind", "status")
@@ -118,51 +117,6 @@ def _secret(document: _SecretDocument, location: Location) -> Secret:
 # Kinds whose YAML shape differs from their resource: the shape read, and how to build it.
 _SHAPES: dict[type, tuple[type, Callable[[Any, Location], Resource]]] = {
     Secret: (_SecretDocument, _secret),
-}
-
-
-def _regex_value(match: HTTPPathMatch | HTTPHeaderMatch | HTTPQueryParamMatch) -> tuple[str, str] | None:
-    """A RegularExpression ``value`` must be a pattern RE2 (the matching engine) compiles."""
-    if match.type != "RegularExpression":
-        return None
-    return _re2_problem("value", match.value)
-
-
-def _re2_problem(key: str, pattern: str) -> tuple[str, str] | None:
-    problem = regex.problem(pattern)
-    if problem is None:
-        return None
-    return key, f"invalid RE2 regular expression {pattern!r}: {problem}"
-
-
-def _grpc_method(match: GRPCMethodMatch) -> tuple[str, str] | None:
-    """One or both of service and method; Exact ones are protobuf names (so never hold a
-    ``/``), RegularExpression ones compile with RE2."""
-    if not (match.service or match.method):
-        return "", "one or both of service and method are required"
-    names = (("service", match.service, _GRPC_SERVICE, "dot-separated names such as helloworld.Greeter"),
-             ("method", match.method, _GRPC_METHOD, "a name such as SayHello"))
-    for key, value, syntax, example in names:
-        if value is None:
-            continue
-        if match.type == "RegularExpression":
-            found = _re2_problem(key, value)
-            if found is not None:
-                return found
-        elif not syntax.fullmatch(value):
-            return key, (f"{value!r} is not a gRPC {key} name ({example}: letters, digits and '_', not starting "
-                         "with a digit); use type RegularExpression for a pattern")
-    return None
-
-
-# Checks of an object whose field's meaning depends on another field: class -> a function
-# returning (YAML name of the field at fault, or "" for the object itself; problem), or None
-# when the object is fine.
-_CHECKS: dict[type, Callable[[Any], tuple[str, str] | None]] = {
-    HTTPPathMatch: _regex_value,
-    HTTPHeaderMatch: _regex_value,
-    HTTPQueryParamMatch: _regex_value,
-    GRPCMethodMatch: _grpc_method,
 }
 
 
@@ -252,6 +206,8 @@ class _Parser:
         if isinstance(tp, type) and dataclasses.is_dataclass(tp):
             return self.dataclass(node, tp, path)
         origin = typing.get_origin(tp)
+        if origin is Annotated:
+            return self.annotated(node, tp, path)
         if origin is Literal:
             return self.literal(node, typing.get_args(tp), path)
         if origin in (Union, types.UnionType):
@@ -273,16 +229,20 @@ class _Parser:
             return self.expected(node, path, "a mapping")
         ignored = (*ignored, *_IGNORED.get(cls, ()))
         values = dict(provided or {})
-        fields = {key: f for key, f in _yaml_fields(cls).items() if f.name not in values}
+        fields = {key: f for key, f in checks.yaml_fields(cls).items() if f.name not in values}
+        not_supported = getattr(cls, "NOT_SUPPORTED", ())
         hints = _hints(cls)
         present: dict[str, Node] = {}
         valid = True
         for key, key_node, value_node in self.entries(node, path):
             f = fields.get(key)
             if f is None:
-                if key not in ignored:
+                if key in not_supported:
+                    self.error(key_node, _child(path, key), "not supported by pyproxy; remove it")
+                    valid = False
+                elif key not in ignored:
                     self.unknown(key_node, _child(path, key), [*fields, *ignored])
-                    valid = False  # what was meant is unknown: no check of the rest (_CHECKS)
+                    valid = False  # what was meant is unknown: no check of the rest (checks.py)
                 continue
             present[key] = value_node
             if _is_null(value_node) and _has_default(f):
@@ -296,8 +256,7 @@ class _Parser:
         if not valid or missing:
             return _INVALID
         value = cls(**values)
-        check = _CHECKS.get(cls)
-        found = check(value) if check is not None else None
+        found = checks.problem(value)
         if found is not None:
             key, problem = found
             return self.error(present.get(key, node), _child(path, key) if key else path, problem)
@@ -341,6 +300,15 @@ class _Parser:
         (inner,) = [arg for arg in typing.get_args(tp) if arg is not type(None)]
         return None if _is_null(node) else self.value(node, inner, path)
 
+    def annotated(self, node: Node, tp: Any, path: str) -> Any:
+        """An enum (``Literal``) with values Envoy Gateway has and pyproxy refuses (``NotSupported``)."""
+        inner, *extras = typing.get_args(tp)
+        refused = {value for extra in extras if isinstance(extra, NotSupported) for value in extra.values}
+        if isinstance(node, ScalarNode) and node.value in refused:
+            choices = _one_of(typing.get_args(inner))
+            return self.error(node, path, f"{node.value!r} is not supported by pyproxy; expected {choices}")
+        return self.value(node, inner, path)
+
     def literal(self, node: Node, choices: tuple[Any, ...], path: str) -> Any:
         value = (self.integer if isinstance(choices[0], int) else self.string)(node, path)
         if value is _INVALID or value in choices:
@@ -372,6 +340,22 @@ class _Parser:
             return value
         return self.error(node, path,
                           f"invalid duration {value!r}; expected a GEP-2257 duration such as 1h, 30s or 500ms")
+
+    def go_duration(self, node: Node, path: str) -> Any:
+        value = self.string(node, path)
+        if value is _INVALID or _GO_DURATION.fullmatch(value):
+            return value
+        return self.error(node, path, f"invalid duration {value!r}; expected a duration such as 1h, 30s, 1.5s or 500ms")
+
+    def quantity(self, node: Node, path: str) -> Any:
+        """A YAML integer (bytes) or a string such as ``32Ki``; kept as text (translate/ sizes it)."""
+        if isinstance(node, ScalarNode) and node.tag == _INT:
+            number = _CONSTRUCTOR.construct_yaml_int(node)
+            return str(number) if number >= 0 else self.error(node, path, f"size {number} is negative")
+        value = self.string(node, path)
+        if value is _INVALID or _QUANTITY.fullmatch(value):
+            return value
+        return self.error(node, path, f"invalid size {value!r}; expected bytes or a quantity such as 32Ki or 1Mi")
 
     def header_name(self, node: Node, path: str) -> Any:
         value = self.string(node, path)
@@ -423,6 +407,8 @@ _LEAVES: dict[Any, Callable[[_Parser, Node, str], Any]] = {
     str: _Parser.string,
     Text: _Parser.text,
     Duration: _Parser.duration,
+    GoDuration: _Parser.go_duration,
+    Quantity: _Parser.quantity,
     HeaderName: _Parser.header_name,
     HeadText: _Parser.head_text,
     Base64Text: _Parser.base64_text,
@@ -446,19 +432,8 @@ def _decode_base64(encoded: str) -> bytes:
 
 
 @functools.cache
-def _yaml_fields(cls: type) -> dict[str, dataclasses.Field]:
-    """YAML name -> field, in declaration order (which is also the order of suggestions)."""
-    return {f.metadata.get("yaml", _camel(f.name)): f for f in dataclasses.fields(cls)}
-
-
-@functools.cache
 def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
-def _camel(name: str) -> str:
-    first, *rest = name.split("_")
-    return first + "".join(part.capitalize() for part in rest)
+    return typing.get_type_hints(cls, include_extras=True)
 
 
 def _has_default(f: dataclasses.Field) -> bool:

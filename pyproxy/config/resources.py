@@ -1,7 +1,8 @@
 """Typed, frozen resources: what config/ hands to translate/.
 
-Each class mirrors a Gateway API (or Envoy Gateway) type. The parser (``parse.py``) builds them
-from YAML generically, driven by these declarations:
+Each class mirrors a Gateway API type (Envoy Gateway's kinds are in ``envoygateway.py``, the
+kinds read in ``kinds.py``). The parser (``parse.py``) builds them from YAML generically,
+driven by these declarations:
 
 - the YAML name of a field is its camelCase spelling (``ca_certificate_refs`` ->
   ``caCertificateRefs``), or ``metadata={"yaml": ...}`` where Python needs another name;
@@ -12,11 +13,19 @@ from YAML generically, driven by these declarations:
 - ``HeaderName`` is an HTTP header name, an RFC 9110 token (the CRDs' HTTPHeaderName);
   ``HeadText`` is a ``str`` the data plane writes into an HTTP/1.1 message head (a header
   value, a Host, a request path, a Location), so it must be latin-1;
+- ``GoDuration`` is a Kubernetes ``metav1.Duration`` (Go's ``time.ParseDuration``: ``1.5s``,
+  ``300ms``), where Envoy Gateway uses one; ``Quantity`` a size as Envoy Gateway's
+  resource.Quantity fields accept it (``32768``, ``32Ki``, ``1Mi``);
 - ``Literal[...]`` is an enum; ``tuple[X, ...]`` a list; ``dict[str, V]`` a map;
+- what Envoy Gateway has and pyproxy does not implement is refused, not ignored: a class's
+  ``NOT_SUPPORTED`` keys, and enum values marked ``Annotated[Literal[...], NotSupported(...)]``,
+  are config errors that say "not supported by pyproxy";
+- ``UNION`` declares a discriminated union (Envoy Gateway's ``+union``): the ``type`` value
+  names the one member field that must be set, and the others must not be;
 - a match ``value`` whose ``type`` is RegularExpression must compile with RE2, and a GRPCRoute
   method match names a service or a method (protobuf names when Exact, RE2 patterns
-  otherwise) (``parse.py`` ``_CHECKS``): what the CRDs' validation would refuse is refused as
-  early as a malformed duration.
+  otherwise) (``checks.py``): what the CRDs' validation would refuse is refused as early as a
+  malformed duration.
 
 Semantic checks (references, cross-field rules) belong to translate/, not here.
 """
@@ -27,8 +36,21 @@ from typing import Literal, NewType
 
 Text = NewType("Text", str)
 Duration = NewType("Duration", str)
+GoDuration = NewType("GoDuration", str)
+Quantity = NewType("Quantity", str)
 HeaderName = NewType("HeaderName", str)
 HeadText = NewType("HeadText", str)
+
+
+@dataclass(frozen=True, slots=True, init=False)
+class NotSupported:
+    """Marks enum values Envoy Gateway accepts and pyproxy does not implement:
+    ``Annotated[Literal["HTTP", "TCP"], NotSupported("GRPC")]``."""
+
+    values: tuple[str, ...]
+
+    def __init__(self, *values: str) -> None:
+        object.__setattr__(self, "values", values)
 
 GATEWAY_GROUP = "gateway.networking.k8s.io"
 ENVOY_GROUP = "gateway.envoyproxy.io"
@@ -376,52 +398,6 @@ class GRPCRouteSpec:
     rules: tuple[GRPCRouteRule, ...] = ()  # empty: the route routes nothing
 
 
-# --------------------------------------------------------------------------- Envoy Gateway Backend
-
-
-@dataclass(frozen=True, slots=True)
-class FQDNEndpoint:
-    hostname: str
-    port: int
-
-
-@dataclass(frozen=True, slots=True)
-class IPEndpoint:
-    address: str
-    port: int
-
-
-@dataclass(frozen=True, slots=True)
-class UnixSocket:
-    path: str
-
-
-@dataclass(frozen=True, slots=True)
-class BackendEndpoint:
-    fqdn: FQDNEndpoint | None = None
-    ip: IPEndpoint | None = None
-    unix: UnixSocket | None = None
-    hostname: str | None = None
-    zone: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class BackendTLSSettings:
-    ca_certificate_refs: tuple[LocalObjectReference, ...] = ()
-    well_known_ca_certificates: str | None = field(default=None, metadata={"yaml": "wellKnownCACertificates"})
-    insecure_skip_verify: bool = False
-    sni: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class BackendSpec:
-    type: Literal["Endpoints", "DynamicResolver"] = "Endpoints"
-    endpoints: tuple[BackendEndpoint, ...] = ()
-    app_protocols: tuple[str, ...] = ()
-    fallback: bool | None = None
-    tls: BackendTLSSettings | None = None
-
-
 # --------------------------------------------------------------------------- BackendTLSPolicy
 
 
@@ -495,13 +471,6 @@ class GRPCRoute:
 
 
 @dataclass(frozen=True, slots=True)
-class Backend:
-    metadata: Metadata
-    spec: BackendSpec
-    location: Location
-
-
-@dataclass(frozen=True, slots=True)
 class BackendTLSPolicy:
     metadata: Metadata
     spec: BackendTLSPolicySpec
@@ -539,24 +508,4 @@ class Namespace:
     location: Location
 
 
-Resource = (
-    Gateway | HTTPRoute | GRPCRoute | Backend | BackendTLSPolicy | ReferenceGrant | ConfigMap | Secret | Namespace
-)
-
 RouteResource = HTTPRoute | GRPCRoute
-
-# kind -> (accepted apiVersions, class)
-KINDS: dict[str, tuple[tuple[str, ...], type]] = {
-    "Gateway": (("gateway.networking.k8s.io/v1", "gateway.networking.k8s.io/v1beta1"), Gateway),
-    "HTTPRoute": (("gateway.networking.k8s.io/v1", "gateway.networking.k8s.io/v1beta1"), HTTPRoute),
-    "GRPCRoute": (("gateway.networking.k8s.io/v1", "gateway.networking.k8s.io/v1alpha2"), GRPCRoute),
-    "Backend": (("gateway.envoyproxy.io/v1alpha1",), Backend),
-    "BackendTLSPolicy": (("gateway.networking.k8s.io/v1", "gateway.networking.k8s.io/v1alpha3"), BackendTLSPolicy),
-    "ReferenceGrant": (
-        ("gateway.networking.k8s.io/v1beta1", "gateway.networking.k8s.io/v1", "gateway.networking.k8s.io/v1alpha2"),
-        ReferenceGrant,
-    ),
-    "ConfigMap": (("v1",), ConfigMap),
-    "Secret": (("v1",), Secret),
-    "Namespace": (("v1",), Namespace),
-}

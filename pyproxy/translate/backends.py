@@ -4,16 +4,21 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
+from typing import Literal
 
 from .. import ir
-from ..config import resources as res
-from .certs import resolve_ca_refs
+from ..config import envoygateway as eg
+from .certs import resolve_ca_refs, tls_secret
 from .hostnames import hostname_problem
 from .index import Index, Key
+from .problems import Problem, kind_label
 from .status import Condition, ObjectStatus, object_status
+
+Version = Literal["1.0", "1.1", "1.2", "1.3"]
 
 UNIX_PATH_MAX = 108
 SYSTEM_CA = "System"
+TLS_VERSIONS: tuple[Version, ...] = ("1.0", "1.1", "1.2", "1.3")
 # HTTP/2 to the backend, as Envoy Gateway maps it (an HTTP/2 cluster): with prior knowledge in
 # clear; over TLS (``spec.tls`` or a BackendTLSPolicy) ALPN offers h2 and http/1.1, and what the
 # server selects is spoken
@@ -25,11 +30,15 @@ WEBSOCKET_APP_PROTOCOLS = ("gateway.envoyproxy.io/ws", "gateway.envoyproxy.io/ws
 
 @dataclass(frozen=True, slots=True)
 class BackendTLS:
-    """What ``spec.tls`` says; a BackendTLSPolicy overrides each field it sets."""
+    """What ``spec.tls`` says; a BackendTLSPolicy overrides each field it sets (SNI and CA:
+    the client certificate and TLS versions are the Backend's alone)."""
 
     sni: str | None
     ca: str | None  # "System", a PEM bundle, or None (not set here)
     insecure_skip_verify: bool
+    client_certificate: ir.Certificate | None = None
+    min_version: Version = "1.2"
+    max_version: Version = "1.3"
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,7 +61,7 @@ def translate_backends(index: Index) -> tuple[dict[Key, ResolvedBackend], list[O
     return resolved, statuses
 
 
-def _resolve(index: Index, backend: res.Backend) -> ResolvedBackend:
+def _resolve(index: Index, backend: eg.Backend) -> ResolvedBackend:
     spec = backend.spec
     problems: list[str] = []
     if spec.type == "DynamicResolver":
@@ -65,7 +74,7 @@ def _resolve(index: Index, backend: res.Backend) -> ResolvedBackend:
     return ResolvedBackend(endpoints, tls, default_sni, tuple(problems), HTTP2_APP_PROTOCOL in spec.app_protocols)
 
 
-def _endpoints(specs: tuple[res.BackendEndpoint, ...], problems: list[str]) -> tuple[ir.Endpoint, ...]:
+def _endpoints(specs: tuple[eg.BackendEndpoint, ...], problems: list[str]) -> tuple[ir.Endpoint, ...]:
     endpoints: list[ir.Endpoint] = []
     for i, spec in enumerate(specs):
         endpoint = _endpoint(spec, f"spec.endpoints[{i}]", problems)
@@ -81,7 +90,7 @@ def _endpoints(specs: tuple[res.BackendEndpoint, ...], problems: list[str]) -> t
     return tuple(endpoints)
 
 
-def _endpoint(spec: res.BackendEndpoint, where: str, problems: list[str]) -> ir.Endpoint | None:
+def _endpoint(spec: eg.BackendEndpoint, where: str, problems: list[str]) -> ir.Endpoint | None:
     given = [name for name in ("fqdn", "ip", "unix") if getattr(spec, name) is not None]
     if len(given) != 1:
         problems.append(f"{where}: set exactly one of fqdn, ip or unix (found {', '.join(given) or 'none'})")
@@ -119,7 +128,7 @@ def _ip_problem(address: str) -> str | None:
     return None
 
 
-def _tls(index: Index, backend: res.Backend, default_sni: str | None, problems: list[str]) -> BackendTLS:
+def _tls(index: Index, backend: eg.Backend, default_sni: str | None, problems: list[str]) -> BackendTLS:
     tls = backend.spec.tls
     assert tls is not None
     if tls.sni is not None and (problem := hostname_problem(tls.sni, wildcard=False)):
@@ -131,10 +140,47 @@ def _tls(index: Index, backend: res.Backend, default_sni: str | None, problems: 
         problems.append(
             "spec.tls.insecureSkipVerify cannot be combined with caCertificateRefs or wellKnownCACertificates"
         )
-    return BackendTLS(tls.sni, ca, tls.insecure_skip_verify)
+    low, high = tls_version(tls.min_version, "1.2"), tls_version(tls.max_version, "1.3")
+    if problem := version_order_problem(low, high, "spec.tls"):
+        problems.append(problem)
+    certificate = _client_certificate(index, backend, problems)
+    return BackendTLS(tls.sni, ca, tls.insecure_skip_verify, certificate, low, high)
 
 
-def _tls_ca(index: Index, backend: res.Backend, problems: list[str]) -> str | None:
+def tls_version(value: str | None, default: Version) -> Version:
+    """A TLSVersion of Envoy Gateway's; ``Auto`` (or unset) is ``default``."""
+    return next((version for version in TLS_VERSIONS if version == value), default)
+
+
+def version_order_problem(low: Version, high: Version, where: str) -> str | None:
+    if TLS_VERSIONS.index(low) > TLS_VERSIONS.index(high):
+        return f"{where}: minVersion {low} is above maxVersion {high}"
+    return None
+
+
+def _client_certificate(index: Index, backend: eg.Backend, problems: list[str]) -> ir.Certificate | None:
+    """``spec.tls.clientCertificateRef``: a kubernetes.io/tls Secret in the Backend's namespace,
+    presented when the upstream asks for a client certificate (mTLS)."""
+    ref = backend.spec.tls.client_certificate_ref  # type: ignore[union-attr]
+    if ref is None:
+        return None
+    where, namespace = "spec.tls.clientCertificateRef", backend.metadata.namespace
+    found: ir.Certificate | Problem
+    if ref.group != "" or ref.kind != "Secret":
+        found = Problem("InvalidKind", f'{where}: kind {kind_label(ref.kind, ref.group)} is not supported; use a '
+                                       'Secret (group "")')
+    elif ref.namespace not in (None, namespace):
+        found = Problem("RefNotPermitted", f"{where}: Secret {ref.namespace}/{ref.name} must be in the Backend's "
+                                           f"namespace {namespace}")
+    else:
+        found = tls_secret(index, namespace, ref.name, where)
+    if isinstance(found, Problem):
+        problems.append(found.message)
+        return None
+    return found
+
+
+def _tls_ca(index: Index, backend: eg.Backend, problems: list[str]) -> str | None:
     tls = backend.spec.tls
     assert tls is not None
     known, refs = tls.well_known_ca_certificates, tls.ca_certificate_refs
@@ -151,7 +197,7 @@ def _tls_ca(index: Index, backend: res.Backend, problems: list[str]) -> str | No
     return pem
 
 
-def _status(backend: res.Backend, resolved: ResolvedBackend) -> ObjectStatus:
+def _status(backend: eg.Backend, resolved: ResolvedBackend) -> ObjectStatus:
     if resolved.problems:
         message = "; ".join(resolved.problems) + ". Routes to this Backend answer 500"
         return object_status("Backend", backend, [Condition("Accepted", False, "Invalid", message)])

@@ -89,21 +89,27 @@ def listener_certificate(
         return Problem(
             "RefNotPermitted", f"{where}: Secret {namespace}/{ref.name} is in another namespace; add {grant.describe()}"
         )
-    secret = index.secrets.get((namespace, ref.name))
+    return tls_secret(index, namespace, ref.name, where)
+
+
+def tls_secret(index: Index, namespace: str, name: str, where: str) -> ir.Certificate | Problem:
+    """The certificate and key of Secret ``namespace/name``: type kubernetes.io/tls, keys
+    tls.crt and tls.key that load as a certificate and its private key (InvalidCertificateRef
+    otherwise)."""
+    secret = index.secrets.get((namespace, name))
     if secret is None:
-        return Problem("InvalidCertificateRef", f"{where}: Secret {namespace}/{ref.name} not found")
+        return Problem("InvalidCertificateRef", f"{where}: Secret {namespace}/{name} not found")
     if secret.type != TLS_SECRET_TYPE:
         return Problem(
             "InvalidCertificateRef",
-            f"{where}: Secret {namespace}/{ref.name} has type {secret.type}; expected {TLS_SECRET_TYPE}",
+            f"{where}: Secret {namespace}/{name} has type {secret.type}; expected {TLS_SECRET_TYPE}",
         )
     cert, key = secret.data.get("tls.crt", ""), secret.data.get("tls.key", "")
     if not looks_like_certificates(cert) or not _looks_like_private_key(key):
         return Problem(
             "InvalidCertificateRef",
-            f"{where}: Secret {namespace}/{ref.name} needs a PEM certificate in tls.crt "
-            "and a PEM private key in tls.key",
+            f"{where}: Secret {namespace}/{name} needs a PEM certificate in tls.crt and a PEM private key in tls.key",
         )
     if problem := pem.key_pair_problem(cert, key):
-        return Problem("InvalidCertificateRef", f"{where}: Secret {namespace}/{ref.name}: {problem}")
-    return ir.Certificate(name=f"secret/{namespace}/{ref.name}", cert_pem=cert, key_pem=key)
+        return Problem("InvalidCertificateRef", f"{where}: Secret {namespace}/{name}: {problem}")
+    return ir.Certificate(name=f"secret/{namespace}/{name}", cert_pem=cert, key_pem=key)

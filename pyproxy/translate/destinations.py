@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from .. import ir
@@ -87,14 +88,20 @@ def upstream_tls(backend: ResolvedBackend, policy: PolicyTLS | None) -> ir.Upstr
     """Merge the policy over the Backend's ``spec.tls``: each field the policy sets wins.
 
     Without either there is no TLS. A policy always sets SNI and a CA, so it also turns off
-    the Backend's insecureSkipVerify. With ``spec.tls`` alone the CA defaults to System and the
-    SNI to the Backend's fqdn hostname (backends.py rejects a Backend that has neither)."""
+    the Backend's insecureSkipVerify; it sets no client certificate or TLS versions, so the
+    Backend's apply. With ``spec.tls`` alone the CA defaults to System and the SNI to the
+    Backend's fqdn hostname (backends.py rejects a Backend that has neither)."""
     tls = backend.tls
     if policy is None and tls is None:
         return None
     if policy is not None:
-        return ir.UpstreamTLS(sni=policy.sni, ca=policy.ca or SYSTEM_CA, subject_alt_names=policy.subject_alt_names)
-    assert tls is not None
-    sni = tls.sni or backend.default_sni
-    assert sni is not None
-    return ir.UpstreamTLS(sni=sni, ca=tls.ca or SYSTEM_CA, insecure_skip_verify=tls.insecure_skip_verify)
+        verified = ir.UpstreamTLS(sni=policy.sni, ca=policy.ca or SYSTEM_CA, subject_alt_names=policy.subject_alt_names)
+    else:
+        assert tls is not None
+        sni = tls.sni or backend.default_sni
+        assert sni is not None
+        verified = ir.UpstreamTLS(sni=sni, ca=tls.ca or SYSTEM_CA, insecure_skip_verify=tls.insecure_skip_verify)
+    if tls is None:
+        return verified
+    return dataclasses.replace(verified, client_certificate=tls.client_certificate, min_version=tls.min_version,
+                               max_version=tls.max_version)

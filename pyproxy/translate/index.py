@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from ..config import envoygateway as eg
 from ..config import resources as res
 
 Key = tuple[str, str]  # (namespace, name)
@@ -20,8 +21,10 @@ class Index:
     gateways: dict[Key, res.Gateway] = field(default_factory=dict)
     routes: dict[Key, res.HTTPRoute] = field(default_factory=dict)
     grpc_routes: dict[Key, res.GRPCRoute] = field(default_factory=dict)
-    backends: dict[Key, res.Backend] = field(default_factory=dict)
+    backends: dict[Key, eg.Backend] = field(default_factory=dict)
     policies: dict[Key, res.BackendTLSPolicy] = field(default_factory=dict)
+    backend_traffic_policies: dict[Key, eg.BackendTrafficPolicy] = field(default_factory=dict)
+    client_traffic_policies: dict[Key, eg.ClientTrafficPolicy] = field(default_factory=dict)
     grants: dict[Key, res.ReferenceGrant] = field(default_factory=dict)
     config_maps: dict[Key, res.ConfigMap] = field(default_factory=dict)
     secrets: dict[Key, res.Secret] = field(default_factory=dict)
@@ -40,8 +43,10 @@ _BUCKETS: dict[type, str] = {
     res.Gateway: "gateways",
     res.HTTPRoute: "routes",
     res.GRPCRoute: "grpc_routes",
-    res.Backend: "backends",
+    eg.Backend: "backends",
     res.BackendTLSPolicy: "policies",
+    eg.BackendTrafficPolicy: "backend_traffic_policies",
+    eg.ClientTrafficPolicy: "client_traffic_policies",
     res.ReferenceGrant: "grants",
     res.ConfigMap: "config_maps",
     res.Secret: "secrets",

@@ -63,11 +63,12 @@ class Ranked:
     key: tuple[object, ...]
     across: tuple[object, ...]
     route: ir.Route
+    rule: int  # the index of the rule it comes from in its route's spec.rules
 
 
 def http_ranked(route: ir.Route, source: res.HTTPRoute, rule: int, index: int) -> Ranked:
     key = route_match_key(route.match, source, rule, index)
-    return Ranked("HTTPRoute", key, key, route)
+    return Ranked("HTTPRoute", key, key, route, rule)
 
 
 def grpc_ranked(
@@ -80,7 +81,7 @@ def grpc_ranked(
     service_chars = len(method.service or "") if method else 0
     method_chars = len(method.method or "") if method else 0
     key = (-service_chars, -method_chars, -len(route.match.headers), *age_key(source.metadata), rule, index)
-    return Ranked("GRPCRoute", key, route_match_key(route.match, source, rule, index), route)
+    return Ranked("GRPCRoute", key, route_match_key(route.match, source, rule, index), route, rule)
 
 
 def in_order(entries: Sequence[Ranked]) -> tuple[ir.Route, ...]:

@@ -18,6 +18,7 @@ from .precedence import Ranked
 from .problems import Problem
 from .rules import translate_rules
 from .status import Condition, ObjectStatus, object_status
+from .trafficpolicies import BackendPolicies
 
 # listener IR name → virtual host name → its routes, each with its precedence
 RouteTable = dict[str, dict[str, list[Ranked]]]
@@ -42,10 +43,15 @@ class _Translated:
 
 
 def translate_routes(
-    index: Index, listeners: list[ListenerContext], destinations: Destinations, implicit: ListenerContext | None
+    index: Index,
+    listeners: list[ListenerContext],
+    destinations: Destinations,
+    implicit: ListenerContext | None,
+    policies: BackendPolicies,
 ) -> RoutesResult:
     """Attach every HTTPRoute and GRPCRoute; ``implicit`` is the listener every route attaches
-    to when the config has no Gateway (None otherwise)."""
+    to when the config has no Gateway (None otherwise). On each listener a route's rules are
+    shaped by the BackendTrafficPolicy that governs them there."""
     by_gateway: dict[Key, list[ListenerContext]] = defaultdict(list)
     for listener in listeners:
         by_gateway[listener.gateway].append(listener)
@@ -55,7 +61,7 @@ def translate_routes(
         translated = _translate(route, destinations)
         parents = attach_implicit(route, implicit) if implicit else attach_parents(index, route, by_gateway)
         if translated.invalid is None:
-            _add_to_table(out.table, translated, parents)
+            _add_to_table(out.table, route, translated, parents, policies)
         out.attached.update({listener.ir_name for parent in parents for listener in parent.counted})
         out.statuses.append(object_status(type(route).__name__, route, _conditions(translated, parents)))
     return out
@@ -86,15 +92,24 @@ def _translate(route: res.RouteResource, destinations: Destinations) -> _Transla
     return out
 
 
-def _add_to_table(table: RouteTable, translated: _Translated, parents: list[ParentResult]) -> None:
+def _add_to_table(
+    table: RouteTable,
+    route: res.RouteResource,
+    translated: _Translated,
+    parents: list[ParentResult],
+    policies: BackendPolicies,
+) -> None:
     """A route reached through several parentRefs joins each listener once."""
     hostnames: dict[str, set[str]] = defaultdict(set)
+    contexts: dict[str, ListenerContext] = {}
     for parent in parents:
         for attachment in parent.attachments:
             hostnames[attachment.listener.ir_name].update(attachment.hostnames)
+            contexts[attachment.listener.ir_name] = attachment.listener
     for listener, hosts in hostnames.items():
+        entries = policies.shape(route, translated.entries, contexts[listener])
         for host in hosts:
-            table[listener][host] += translated.entries
+            table[listener][host] += entries
 
 
 def _conditions(translated: _Translated, parents: list[ParentResult]) -> list[Condition]:

@@ -12,12 +12,14 @@ from .. import ir
 from ..config import resources as res
 from .backends import translate_backends
 from .backendtls import translate_policies
+from .clienttraffic import ClientPolicies, translate_client_policies
 from .destinations import Destinations
 from .gateways import CheckedGateways, ListenerContext, translate_gateways
 from .index import build_index
 from .precedence import in_order
 from .routes import RouteTable, translate_routes
 from .status import Result
+from .trafficpolicies import translate_backend_policies
 
 IMPLICIT_LISTENER = "listener/implicit"
 
@@ -31,8 +33,8 @@ class Options:
 
 def translate(resources: Iterable[object], options: Options = Options()) -> Result:
     """The routing table for ``resources`` (as ``config.load`` returns them) and the status of
-    every Gateway, HTTPRoute, GRPCRoute, Backend and BackendTLSPolicy, sorted by kind,
-    namespace, name.
+    every Gateway, HTTPRoute, GRPCRoute, Backend, BackendTLSPolicy, BackendTrafficPolicy and
+    ClientTrafficPolicy, sorted by kind, namespace, name.
 
     Without any Gateway every route attaches to one implicit HTTP listener."""
     index = build_index(resources)
@@ -47,10 +49,13 @@ def translate(resources: Iterable[object], options: Options = Options()) -> Resu
     else:
         gateways, implicit = None, implicit_listener(options)
         listeners = [implicit]
-    routes = translate_routes(index, listeners, destinations, implicit)
+    traffic = translate_backend_policies(index)
+    routes = translate_routes(index, listeners, destinations, implicit, traffic)
+    clients = translate_client_policies(index, listeners)
     gateway_statuses = gateways.statuses(routes.attached) if gateways else []
     statuses = backend_statuses + policy_statuses + gateway_statuses + routes.statuses
-    config = ir.Config(tuple(_listener(ctx, routes.table) for ctx in listeners if ctx.programmed))
+    statuses += traffic.statuses() + clients.statuses
+    config = ir.Config(tuple(_listener(ctx, routes.table, clients) for ctx in listeners if ctx.programmed))
     return Result(config, tuple(sorted(statuses, key=lambda s: (s.kind, s.namespace, s.name, s.location))))
 
 
@@ -71,7 +76,7 @@ def implicit_listener(options: Options) -> ListenerContext:
     )
 
 
-def _listener(ctx: ListenerContext, table: RouteTable) -> ir.Listener:
+def _listener(ctx: ListenerContext, table: RouteTable, clients: ClientPolicies) -> ir.Listener:
     hosts = table.get(ctx.ir_name, {})
     virtual_hosts = tuple(
         ir.VirtualHost(
@@ -81,6 +86,7 @@ def _listener(ctx: ListenerContext, table: RouteTable) -> ir.Listener:
         )
         for hostname in sorted(hosts, key=_host_order)
     )
+    client, tls = clients.listener(ctx)
     return ir.Listener(
         name=ctx.ir_name,
         address=ctx.address,
@@ -88,7 +94,8 @@ def _listener(ctx: ListenerContext, table: RouteTable) -> ir.Listener:
         protocol=ctx.protocol,  # type: ignore[arg-type]
         virtual_hosts=virtual_hosts,
         hostname=ctx.hostname,
-        tls=ctx.tls,
+        tls=tls,
+        client=client,
     )
 
 

@@ -9,10 +9,9 @@ import pytest
 import yaml
 
 from pyproxy.config import NO_ROUTES, Loaded, LoadWarning, Skipped, load, load_text
+from pyproxy.config.envoygateway import Backend, FQDNEndpoint
 from pyproxy.config.resources import (
-    Backend,
     BackendTLSPolicy,
-    FQDNEndpoint,
     HTTPRoute,
     HTTPURLRewriteFilter,
     Location,
@@ -112,19 +111,19 @@ def test_unknown_kinds_are_skipped_with_their_location():
     loaded = load_text(
         "apiVersion: gateway.networking.k8s.io/v1\nkind: GatewayClass\nmetadata: {name: eg}\nspec: {controllerName: x}\n"
         "---\nkind: Service\nmetadata: {name: app, namespace: apps}\nspec: {anything: [goes]}\n"
-        "---\nkind: BackendTrafficPolicy\n"
+        "---\nkind: SecurityPolicy\n"
         "---\n" + route("web"),
         "all.yaml",
     )
     assert loaded.skipped == (
         Skipped("GatewayClass", "eg", Location("all.yaml", 1, 1)),
         Skipped("Service", "app", Location("all.yaml", 2, 6)),
-        Skipped("BackendTrafficPolicy", "", Location("all.yaml", 3, 10)),
+        Skipped("SecurityPolicy", "", Location("all.yaml", 3, 10)),
     )
     assert [str(skipped) for skipped in loaded.skipped] == [
         "GatewayClass eg (all.yaml: document 1, line 1)",
         "Service app (all.yaml: document 2, line 6)",
-        "BackendTrafficPolicy (unnamed) (all.yaml: document 3, line 10)",
+        "SecurityPolicy (unnamed) (all.yaml: document 3, line 10)",
     ]
     assert names(loaded) == ["web"]
 
@@ -267,7 +266,7 @@ def test_a_misspelled_kind_is_a_likely_mistake(kind, meant):
     )
 
 
-@pytest.mark.parametrize("kind", ["GatewayClass", "TCPRoute", "BackendLBPolicy", "BackendTrafficPolicy", "Service",
+@pytest.mark.parametrize("kind", ["GatewayClass", "TCPRoute", "BackendLBPolicy", "XBackendTrafficPolicy", "Service",
                                   "Deployment", "TLSRoute"])
 def test_other_kinds_are_skipped_quietly(kind):
     loaded = load_text(f"apiVersion: v1\nkind: {kind}\nmetadata: {{name: x}}\n---\n" + route("web"), "k.yaml")

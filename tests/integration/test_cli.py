@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import trustme
 
+from tests.helpers.named import route_config
 from tests.helpers.proc import free_port, run_cli, start_proxy
 
 SEED = Path(__file__).resolve().parents[2] / "config" / "seed-example.yaml"
@@ -195,6 +196,50 @@ def test_check_prints_grpcroute_status_and_shape_errors(tmp_path):
     ]
 
 
+def policy(kind: str, name: str, target: str, spec: str, created: str = "") -> str:
+    """An Envoy Gateway policy document with one targetRef (``target``: its fields but group)."""
+    stamp = f'\n  creationTimestamp: "{created}"' if created else ""
+    return (f"---\napiVersion: gateway.envoyproxy.io/v1alpha1\nkind: {kind}\nmetadata:\n  name: {name}{stamp}\n"
+            f"spec:\n  targetRefs:\n  - {{group: gateway.networking.k8s.io, {target}}}\n  {spec}\n")
+
+
+TRAFFIC_POLICIES = route_config(9, (8080,), name="web") + "".join([
+    policy("BackendTrafficPolicy", "defaults", "kind: Gateway, name: gw", "circuitBreaker: {maxConnections: 100}"),
+    policy("BackendTrafficPolicy", "retries", "kind: HTTPRoute, name: web", "retry: {numRetries: 3}",
+           "2024-01-01T00:00:00Z"),
+    policy("BackendTrafficPolicy", "late", "kind: HTTPRoute, name: web", "retry: {numRetries: 1}",
+           "2024-06-01T00:00:00Z"),
+    policy("ClientTrafficPolicy", "clients", "kind: Gateway, name: gw, sectionName: l80",
+           "timeout: {http: {idleTimeout: 30s}}"),
+])
+
+
+def test_check_prints_traffic_policy_status(tmp_path):
+    config = tmp_path / "policies.yaml"
+    config.write_text(TRAFFIC_POLICIES)
+    result = run_cli("check", "--config", str(config))
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+    policies = lines[lines.index(f"BackendTrafficPolicy default/defaults ({config}: document 4, line 36)"):
+                     lines.index(f"Gateway default/gw ({config}: document 1, line 1)")]
+    assert policies == [
+        f"BackendTrafficPolicy default/defaults ({config}: document 4, line 36)",
+        "  Accepted=True (Accepted) [gateway/default/gw]",
+        "  Overridden=True (Overridden) [gateway/default/gw]: This policy is being overridden by other "
+        "BackendTrafficPolicies for: HTTPRoute default/web (BackendTrafficPolicy default/retries)",
+        f"BackendTrafficPolicy default/late ({config}: document 6, line 55)",
+        "  Accepted=False (Conflicted) [httproute/default/web]: spec.targetRefs[0]: BackendTrafficPolicy "
+        "default/retries already targets HTTPRoute default/web and takes precedence (older, or first by "
+        "namespace/name)",
+        f"BackendTrafficPolicy default/retries ({config}: document 5, line 45)",
+        "  Accepted=True (Accepted) [httproute/default/web]",
+        f"ClientTrafficPolicy default/clients ({config}: document 7, line 65)",
+        "  Accepted=False (TargetNotFound) [gateway/default/gw/l80]: spec.targetRefs[0].sectionName: "
+        "Gateway default/gw has no listener named l80",
+    ]
+    assert lines[-1] == "errors found"
+
+
 def test_serve_refuses_bad_config_without_traceback(tmp_path):
     (tmp_path / "routes.yaml").write_text(BAD_ROUTE)
     result = run_cli("--config", str(tmp_path), "--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0")
@@ -232,6 +277,30 @@ async def test_admin_ready_and_config_dump_then_clean_sigterm():
         code, out, err = proxy.stop()
     assert code == 0, err
     assert "Traceback" not in err
+
+
+async def test_config_dump_shows_traffic_policies(tmp_path):
+    config = tmp_path / "policies.yaml"
+    config.write_text(route_config(free_port(), name="web") + "".join([
+        policy("BackendTrafficPolicy", "retries", "kind: HTTPRoute, name: web", "retry: {numRetries: 3}"),
+        policy("BackendTrafficPolicy", "second", "kind: HTTPRoute, name: web", "retry: {numRetries: 1}"),
+    ]))
+    proxy = start_proxy("--config", str(config), "--access-log", "off")
+    try:
+        await asyncio.to_thread(proxy.wait_ready)
+        with urllib.request.urlopen(f"http://127.0.0.1:{proxy.admin_port}/config_dump", timeout=5) as resp:
+            dump = json.load(resp)
+    finally:
+        code, _, err = proxy.stop()
+    assert code == 0, err
+    statuses = {(s["kind"], s["name"]): s["conditions"] for s in dump["statuses"]}
+    assert [(c["type"], c["status"], c["reason"], c["parent"]) for c in statuses["BackendTrafficPolicy", "retries"]] \
+        == [("Accepted", True, "Accepted", "httproute/default/web")]
+    assert [(c["type"], c["status"], c["reason"]) for c in statuses["BackendTrafficPolicy", "second"]] == [
+        ("Accepted", False, "Conflicted")]
+    (route,) = dump["config"]["listeners"][0]["virtual_hosts"][0]["routes"]
+    assert route["retry"]["retries"] == 3
+    assert route["action"]["backends"][0]["destination"]["name"] == "backend/default/web@btp/default/retries"
 
 
 async def test_demo_serves_offline_through_verified_tls(tmp_path):
