@@ -232,8 +232,10 @@ class PassiveHealthCheck:
 @dataclass(frozen=True, slots=True)
 class CircuitBreaker:
     """Envoy's cluster thresholds: connections to the destination, requests waiting for a
-    connection, requests in flight, retries in flight. Over any: 503 with flag ``UO``
-    (retries over theirs are not attempted)."""
+    connection, requests in flight, retries in flight. Over ``max_pending_requests`` or
+    ``max_parallel_requests``: 503 with flag ``UO``; over ``max_connections`` a request waits
+    for one of the open connections (an address with none may always open one); a retry over
+    ``max_parallel_retries`` is not attempted."""
 
     max_connections: int = 1024
     max_pending_requests: int = 1024

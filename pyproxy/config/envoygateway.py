@@ -181,10 +181,10 @@ class PassiveHealthCheckSpec:
     consecutive_local_origin_failures: int | None = None
     base_ejection_time: GoDuration | None = None
     max_ejection_percent: int | None = None
+    split_external_local_origin_errors: bool | None = None
+    always_eject_one_endpoint: bool | None = None
 
-    # pyproxy always counts local-origin failures apart (as Envoy does when they are split)
-    NOT_SUPPORTED: ClassVar = ("splitExternalLocalOriginErrors", "failurePercentageThreshold",
-                               "alwaysEjectOneEndpoint")
+    NOT_SUPPORTED: ClassVar = ("failurePercentageThreshold",)
 
 
 @dataclass(frozen=True, slots=True)

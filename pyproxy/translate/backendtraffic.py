@@ -159,6 +159,10 @@ _ACTIVE_HEALTH_CHECK = (
 )
 
 
+def _flag(value: bool, where: str) -> bool:
+    return value
+
+
 def _gateway_errors(value: int, where: str) -> int | None:
     """0 (Envoy Gateway's default) leaves gateway errors uncounted apart."""
     return count(value, where) or None
@@ -171,6 +175,8 @@ _PASSIVE_HEALTH_CHECK = (
     Rule(("consecutive_local_origin_failures",), "consecutive_local_origin_failures", count),
     Rule(("base_ejection_time",), "base_ejection_time", go_duration),
     Rule(("max_ejection_percent",), "max_ejection_percent", percent),
+    Rule(("split_external_local_origin_errors",), "split_external_local_origin_errors", _flag),
+    Rule(("always_eject_one_endpoint",), "always_eject_one_endpoint", _flag),
 )
 
 # ------------------------------------------------------------------ the rest

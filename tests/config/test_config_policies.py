@@ -92,11 +92,11 @@ def test_shape_errors(extra, expected):
          f"{BTP_AT}, line 12: spec.retry.retryOn.triggers[1]: 'unavailable' is not supported by pyproxy; expected "
          "5xx, gateway-error, reset, reset-before-request, connect-failure, retriable-4xx, refused-stream or "
          "retriable-status-codes"),
-        ("  healthCheck:\n    passive:\n      splitExternalLocalOriginErrors: true\n",
-         f"{BTP_AT}, line 12: spec.healthCheck.passive.splitExternalLocalOriginErrors: not supported by pyproxy; "
+        ("  healthCheck:\n    passive:\n      failurePercentageThreshold: 90\n",
+         f"{BTP_AT}, line 12: spec.healthCheck.passive.failurePercentageThreshold: not supported by pyproxy; "
          "remove it"),
     ],
-    ids=["rate-limit", "grpc-health-check", "grpc-retry-trigger", "split-local-origin"],
+    ids=["rate-limit", "grpc-health-check", "grpc-retry-trigger", "failure-percentage"],
 )
 def test_what_envoy_gateway_has_and_pyproxy_does_not_is_refused_by_name(extra, expected):
     assert errors(BTP + extra) == [expected]
