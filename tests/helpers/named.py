@@ -62,6 +62,7 @@ class Named:
         self.runner: web.AppRunner | None = None
         self.port = 0
         self.arrived = 0  # requests received
+        self.answered = 0  # requests answered
         self.peers: list[int] = []  # the client port of each request (which pooled connection)
 
     async def wait_arrived(self, count: int, timeout: float = 10) -> None:
@@ -71,20 +72,22 @@ class Named:
                 await asyncio.sleep(0.01)
         await asyncio.wait_for(arrived(), timeout)
 
-    async def start(self) -> Named:
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> Named:
+        """Listen on ``host``:``port`` (0: any free port; the same port again restarts it)."""
         async def answer(request: web.Request) -> web.Response:
             self.arrived += 1
             peer = request.transport.get_extra_info("peername") if request.transport else None
             self.peers.append(peer[1] if peer else 0)
             if request.path.startswith("/slow"):
                 await asyncio.sleep(float(request.path[6:] or 1))
+            self.answered += 1
             return web.Response(text=self.name)
 
         app = web.Application()
         app.router.add_route("*", "/{tail:.*}", answer)
         self.runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)  # slow handlers are cut
         await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        site = web.TCPSite(self.runner, host, port, reuse_address=True)
         await site.start()
         self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]  # started above
         return self
