@@ -63,6 +63,7 @@ class Named:
         self.port = 0
         self.arrived = 0  # requests received
         self.answered = 0  # requests answered
+        self.transports: set[asyncio.BaseTransport] = set()  # connections with a request in progress
         self.peers: list[int] = []  # the client port of each request (which pooled connection)
 
     async def wait_arrived(self, count: int, timeout: float = 10) -> None:
@@ -76,10 +77,16 @@ class Named:
         """Listen on ``host``:``port`` (0: any free port; the same port again restarts it)."""
         async def answer(request: web.Request) -> web.Response:
             self.arrived += 1
-            peer = request.transport.get_extra_info("peername") if request.transport else None
+            transport = request.transport
+            peer = transport.get_extra_info("peername") if transport else None
             self.peers.append(peer[1] if peer else 0)
-            if request.path.startswith("/slow"):
-                await asyncio.sleep(float(request.path[6:] or 1))
+            if transport is not None:
+                self.transports.add(transport)
+            try:
+                if request.path.startswith("/slow"):
+                    await asyncio.sleep(float(request.path[6:] or 1))
+            finally:
+                self.transports.discard(transport)
             self.answered += 1
             return web.Response(text=self.name)
 
@@ -95,6 +102,15 @@ class Named:
     async def stop(self) -> None:
         assert self.runner is not None
         await self.runner.cleanup()
+
+    async def kill(self) -> int:
+        """Stop as a crashing process would: the connections of requests in progress are reset
+        (not answered), then the listener closes. Returns how many requests were cut."""
+        cut = len(self.transports)
+        for transport in list(self.transports):
+            transport.abort()
+        await self.stop()
+        return cut
 
 
 def ready(admin_port: int) -> int:
