@@ -12,9 +12,11 @@ from dataclasses import dataclass
 @dataclass(frozen=True, slots=True)
 class Limits:
     # ---- downstream deadlines (seconds)
-    header_timeout: float = 30.0
+    header_timeout: float = 10.0
     """A request head must arrive whole within this, counted from its first byte or, for a
-    new connection, from the accept (nginx ``client_header_timeout`` is 60 s; EG sets none)."""
+    new connection, from the accept: ClientTrafficPolicy's ``requestHeadersReceivedTimeout``,
+    whose default the traffic-policy issue sets at 10 s (Envoy Gateway sets none; nginx
+    ``client_header_timeout`` is 60 s)."""
     idle_timeout: float = 60.0
     """A keep-alive connection with no request in progress is closed after this."""
     body_timeout: float = 60.0

@@ -1,6 +1,6 @@
 """The downstream connection's deadlines with the default limits, driven in memory: bytes in
 through ``data_received``, the fake clock moved by hand, the bytes written read back. No
-sockets and no sleeps, so the real 30 s / 60 s defaults are what is tested. (The body
+sockets and no sleeps, so the real 10 s / 60 s defaults are what is tested. (The body
 deadline needs a request being forwarded: tests/dataplane/test_connection.py.)"""
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ OK = b"HTTP/1.1 200 OK\r\n"
 
 async def test_a_connection_that_sends_nothing_is_closed_at_the_header_deadline():
     proto, transport, loop = await connection()
-    loop.advance(29)
+    loop.advance(9)
     assert not transport.eof and not transport.closed
-    loop.advance(2)  # 30 s plus the sweeper's granularity (at most a quarter, at most 1 s)
+    loop.advance(2)  # 10 s plus the sweeper's granularity (at most a quarter, at most 1 s)
     assert transport.eof or transport.closed
     assert transport.take() == b""  # nothing to answer: it never sent a byte
 
@@ -23,7 +23,7 @@ async def test_a_connection_that_sends_nothing_is_closed_at_the_header_deadline(
 async def test_a_partial_head_gets_408_at_the_header_deadline_however_it_trickles():
     proto, transport, loop = await connection()
     proto.data_received(b"GET / HTTP/1.1\r\n")
-    for _ in range(28):  # a byte a second does not extend the deadline (slowloris)
+    for _ in range(8):  # a byte a second does not extend the deadline (slowloris)
         loop.advance(1)
         proto.data_received(b"X")
     loop.advance(3)
@@ -34,14 +34,14 @@ async def test_a_partial_head_gets_408_at_the_header_deadline_however_it_trickle
 
 async def test_the_deadline_of_a_head_counts_from_its_first_byte_not_from_the_accept():
     proto, transport, loop = await connection()
-    loop.advance(20)
+    loop.advance(8)
     proto.data_received(GET)
     assert transport.take().startswith(OK)
     loop.advance(20)
-    proto.data_received(b"GET / HT")  # the second head starts: its own 30 s
-    loop.advance(25)
+    proto.data_received(b"GET / HT")  # the second head starts: its own 10 s
+    loop.advance(8)
     assert transport.take() == b""
-    loop.advance(6)
+    loop.advance(3)
     assert transport.take().startswith(b"HTTP/1.1 408 ")
 
 
@@ -49,7 +49,7 @@ async def test_a_pipelined_partial_head_meets_the_header_deadline():
     proto, transport, loop = await connection()
     proto.data_received(GET + b"G")
     assert transport.take().startswith(OK)
-    loop.advance(31)
+    loop.advance(11)
     out = transport.take()
     assert out.startswith(b"HTTP/1.1 408 ") and transport.eof
 

@@ -99,7 +99,8 @@ async def test_each_trigger(recorder, on, answers, status, attempts):
 async def test_a_refused_connect_is_retried_by_the_connect_triggers(recorder, on):
     live = await recorder(response(200, b"live"))
     dest = ir.Destination("backend/default/two", (ir.Endpoint("ip", "127.0.0.1", free_port()),
-                                                  ir.Endpoint("ip", "127.0.0.1", live.port)))
+                                                  ir.Endpoint("ip", "127.0.0.1", live.port)),
+                          load_balancer=ir.LoadBalancer("RoundRobin"))  # the retry goes to the next one
     async with proxy_routes(forward(ROUTE, dest, retry=ir.Retry(1, on=on, backoff=0.001))) as (rt, port):
         resp = await get(port)
     assert (resp.status, resp.body) == (200, b"live")
