@@ -1,7 +1,7 @@
 """Command line: ``serve`` (the default), ``check``, ``explain``, ``demo`` and ``version``.
 
-Exit codes: 0 ok, 1 configuration (or bind) error, 2 usage error. User errors never print a
-traceback.
+Exit codes: 0 ok, 1 configuration (or bind) error, 2 usage error (``explain`` adds 3: the request
+would be answered by the proxy with a 4xx or 5xx). User errors never print a traceback.
 """
 from __future__ import annotations
 

@@ -72,7 +72,7 @@ def explain(snapshot: Snapshot, sources: Sources, question: Question, limits: Li
     sni = server_name(question, target) if scheme == "https" else None
     data = request_bytes(question, target)
     answer: dict = {
-        "request": {"method": question.method, "url": question.url, "host": None, "sni": sni,
+        "request": {"method": question.method, "url": question.url, "host": None, "path": None, "sni": sni,
                     "client_ip": question.client_ip, "address": key[0], "port": key[1], "scheme": scheme},
         "config_ok": config_ok,
         "listener": None, "listener_detail": None, "virtual_host": None, "route": None, "match": None,

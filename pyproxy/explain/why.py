@@ -83,8 +83,7 @@ def _tie_reason(offset: int, winner: RouteId, loser: RouteId, sources: Sources) 
             return f"older creationTimestamp ({mine}; the other has none)"
         return f"older creationTimestamp ({mine} vs {theirs})"
     if offset == 1:
-        return (f"same specificity and age, and {winner.namespace}/{winner.name} sorts before "
-                f"{loser.namespace}/{loser.name}")
+        return f"name order ({winner.namespace}/{winner.name} before {loser.namespace}/{loser.name})"
     if offset == 2:
         return f"earlier rule (rule {winner.rule} vs {loser.rule})"
     return f"earlier match (match {winner.match} vs {loser.match})"

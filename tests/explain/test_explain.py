@@ -48,7 +48,7 @@ APP = "http://app.example:8081"
     ("/shared", (), "GET", ("older", 0, 0), ("newer", 0),
      "older creationTimestamp (2020-01-01T00:00:00Z vs 2024-01-01T00:00:00Z)"),
     ("/same", (), "GET", ("name-a", 0, 0), ("name-b", 0),
-     "same specificity and age, and default/name-a sorts before default/name-b"),
+     "name order (default/name-a before default/name-b)"),
 ])
 async def test_precedence_reasons(tmp_path, path, headers, method, winner, loser, reason):
     answer = await ask(tmp_path, configs.PRECEDENCE, APP + path, *headers, method=method)
@@ -160,8 +160,8 @@ async def test_listener_reasons(tmp_path, ca):
     assert answer["listener_detail"]["why"] == ("URL port 8443; Host first.example and TLS server name "
                                                 "first.example pick it among 2 listeners (hostname first.example)")
     assert why(answer) == {
-        ("plain", 0): "lost on precedence to httproute/default/first rule 0 match 0: same specificity and age, "
-                      "and default/first sorts before default/plain",
+        ("plain", 0): "lost on precedence to httproute/default/first rule 0 match 0: "
+                      "name order (default/first before default/plain)",
         ("second", 0): "listener: attached to default/eg/second (hostname second.example); "
                        "Host first.example picks default/eg/first",
     }
