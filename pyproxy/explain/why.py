@@ -9,10 +9,12 @@ from urllib.parse import parse_qsl
 from .. import ir
 from ..dataplane.framing import RequestHead
 from ..dataplane.router import path_matcher, value_matcher
-from ..translate.precedence import Ranked
+from ..translate.precedence import Ranked, match_key
 from .sources import RouteId, Sources
 
 _SHOWN = 40  # characters of a request's header or parameter value quoted in a reason
+# how many leading components of an HTTPRoute key are the match's specificity (then age, name, rule, match)
+_SPECIFIC = len(match_key(ir.Match(ir.PathMatch("Exact", "/"))))
 
 
 def _quote(value: str) -> str:
@@ -105,7 +107,7 @@ def precedence_reason(winner: tuple[RouteId, ir.Route], loser: tuple[RouteId, ir
     if index is None:
         return "earlier in precedence order"
     if wrank.kind == "HTTPRoute":
-        specific = 5  # precedence.match_key's components
+        specific = _SPECIFIC
         if index < specific:
             return _http_reason(index, wroute.match, lroute.match)
     else:
@@ -123,6 +125,6 @@ def _across_reason(wrank: Ranked, lrank: Ranked, wid: RouteId, lid: RouteId, sou
         return "an HTTPRoute goes before a GRPCRoute of the same precedence"
     if wrank.across > lrank.across:
         return "earlier in precedence order (each route kind keeps its own order when the two are merged)"
-    if index < 5:
+    if index < _SPECIFIC:
         return _http_reason(index, wrank.route.match, lrank.route.match)
-    return _tie_reason(index - 5, wid, lid, sources)
+    return _tie_reason(index - _SPECIFIC, wid, lid, sources)
