@@ -1,7 +1,7 @@
-"""Command line: ``serve`` (the default), ``check``, ``demo`` and ``version``.
+"""Command line: ``serve`` (the default), ``check``, ``explain``, ``demo`` and ``version``.
 
-Exit codes: 0 ok, 1 configuration (or bind) error, 2 usage error. User errors never print a
-traceback.
+Exit codes: 0 ok, 1 configuration (or bind) error, 2 usage error (``explain`` adds 3: the request
+would be answered by the proxy with a 4xx or 5xx). User errors never print a traceback.
 """
 from __future__ import annotations
 
@@ -13,11 +13,12 @@ import sys
 from collections.abc import Sequence
 
 from .errors import ConfigError
+from .explain.options import add_parser as add_explain_parser
 from .startup import WORKER_ENV
 
 log = logging.getLogger("pyproxy")
 
-COMMANDS = ("serve", "check", "demo", "version")
+COMMANDS = ("serve", "check", "explain", "demo", "version")
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -113,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     check = sub.add_parser("check", help="load, validate and translate; print status conditions")
     check.add_argument("--config", action="append", required=True, metavar="PATH",
                        help="YAML file or directory (repeatable)")
+    add_explain_parser(sub, parse_hostport, _resolver)
     demo = sub.add_parser("demo", help="offline quick start: pyproxy in front of a local HTTPS upstream")
     serve_options(demo, config_required=False)
     sub.add_parser("version", help="print the version")
@@ -139,6 +141,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_check(args.config)
         except BrokenPipeError:
             # the reader went away (`pyproxy check ... | head`): not an error of ours
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 0
+    if args.command == "explain":
+        from .explain.command import run
+        try:
+            return run(args)
+        except BrokenPipeError:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return 0
     if args.command == "demo":

@@ -48,13 +48,14 @@ class Settings:
 class Loaded:
     files: tuple[str, ...]  # every file a document was read from, in order
     result: Result
+    resources: tuple[object, ...] = ()  # what was translated (``explain`` reads routes' rules and ages)
 
 
 def load(settings: Settings) -> Loaded:
     """Read and translate the configuration; raises ConfigError on shape errors."""
     loaded = _read(settings)
     files = dict.fromkeys(doc.location.file for doc in (*loaded.resources, *loaded.skipped))
-    return Loaded(tuple(files), _translate(loaded, settings))
+    return Loaded(tuple(files), _translate(loaded, settings), loaded.resources)
 
 
 def _read(settings: Settings) -> config_room.Loaded:

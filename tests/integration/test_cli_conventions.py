@@ -74,7 +74,7 @@ def test_help_lists_each_command_on_one_line():
     result = run_cli("--help", env={"COLUMNS": "80"})
     assert result.returncode == 0
     lines = [line.split() for line in result.stdout.splitlines()]
-    for command in ("serve", "check", "demo", "version"):
+    for command in ("serve", "check", "explain", "demo", "version"):
         assert [line for line in lines if line[:1] == [command] and len(line) > 2], result.stdout
 
 
