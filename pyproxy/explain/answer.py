@@ -10,9 +10,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from .. import errors, ir
+from ..dataplane.client import ClientPolicy
 from ..dataplane.compile import CompiledListener, CompiledRoute, CompiledVhost, PortGroup, Snapshot
 from ..dataplane.framing import RequestHead
-from ..dataplane.limits import Limits
 from ..translate.translator import IMPLICIT_LISTENER
 from . import probe
 from .backends import backend_entries, policies
@@ -61,8 +61,7 @@ def choose_group(snapshot: Snapshot, question: Question, target: Target) -> tupl
     return key, group, how
 
 
-def explain(snapshot: Snapshot, sources: Sources, question: Question, limits: Limits,
-            config_ok: bool = True) -> dict:
+def explain(snapshot: Snapshot, sources: Sources, question: Question, config_ok: bool = True) -> dict:
     """The answer for ``question``; raises UsageError when it cannot be asked."""
     target = parse_url(question.url)
     key, group, how = choose_group(snapshot, question, target)
@@ -79,8 +78,9 @@ def explain(snapshot: Snapshot, sources: Sources, question: Question, limits: Li
         "action": "local", "status": None, "details": None, "reason": None, "location": None,
         "backends": [], "upstream_request": None, "policies": None, "not_matched": [],
     }
+    policy = group.listener_for(sni).policy  # the connection's client settings, as serve picks them
     try:
-        head = probe.read_head(data, limits)
+        head = probe.read_head(data, policy)
     except errors.ProxyError as exc:
         answer.update(status=exc.status, details=exc.details, reason=f"the request is malformed: {exc}")
         return answer
@@ -107,14 +107,14 @@ def explain(snapshot: Snapshot, sources: Sources, question: Question, limits: Li
             answer["match"] = describe_match(ir_route.match)
             answer["backends"] = backend_entries(rid, ir_route, sources)
             answer["policies"] = policies(ir_route)
-    _outcome(answer, routed, compiled, head, group, question, scheme, sni)
+    _outcome(answer, routed, compiled, head, group, question, scheme, sni, policy)
     if compiled is not None or isinstance(routed.error, errors.NoRoute):
         answer["not_matched"] = not_matched(ir_listeners, listener, vhost, winner, head, sources)
     return answer
 
 
 def _outcome(answer: dict, routed: probe.Routed, compiled: CompiledRoute | None, head: RequestHead,
-             group: PortGroup, question: Question, scheme: str, sni: str | None) -> None:
+             group: PortGroup, question: Question, scheme: str, sni: str | None, policy: ClientPolicy) -> None:
     """Fill in action, status, reason, location and the upstream request."""
     error, local = routed.error, routed.local
     if isinstance(error, errors.InvalidBackend) and compiled is not None and any(
@@ -137,7 +137,7 @@ def _outcome(answer: dict, routed: probe.Routed, compiled: CompiledRoute | None,
             continue
         backend = next(requests)
         if backend.destination is not None:
-            sent = probe.leaving(ex, compiled, backend, question.client_ip, scheme)
+            sent = probe.leaving(ex, compiled, backend, question.client_ip, scheme, policy)
             entry["upstream_request"] = {
                 "method": sent.method.decode("latin-1"),
                 "path": sent.target.decode("latin-1"),

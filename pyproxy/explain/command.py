@@ -44,9 +44,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 async def answer_for(loaded: Loaded, settings: Settings, question: Question) -> dict:
-    snapshot = await compile_config(loaded.result.config, Stats())
+    snapshot = await compile_config(loaded.result.config, Stats(), settings.limits)
     sources = Sources(loaded.resources, loaded.result.statuses)
-    answer = explain(snapshot, sources, question, settings.limits, config_ok=loaded.result.ok)
+    answer = explain(snapshot, sources, question, config_ok=loaded.result.ok)
     if question.resolve:
         await resolve_endpoints(answer, settings)
     return answer

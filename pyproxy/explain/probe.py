@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from ..dataplane.client import ClientPolicy
 from ..dataplane.compile import CompiledBackend, CompiledRoute, Snapshot
 from ..dataplane.decide import Local, decide
 from ..dataplane.encode import UpstreamRequest, upstream_request
 from ..dataplane.exchange import Exchange
 from ..dataplane.framing import RequestHead, RequestReader
-from ..dataplane.limits import Limits
 from ..errors import ProxyError
 
 REQUEST_ID = b"<generated>"  # serve makes a random one per request
@@ -33,11 +33,12 @@ class _Head:
         pass
 
 
-def read_head(data: bytes, limits: Limits) -> RequestHead:
-    """The validated head of a complete request head; raises the ``ProxyError`` the server
-    answers a malformed one with."""
+def read_head(data: bytes, policy: ClientPolicy) -> RequestHead:
+    """The validated head of a complete request head, read under the connection's client
+    settings (``PortGroup.listener_for``); raises the ``ProxyError`` the server answers a
+    malformed one with."""
     handler = _Head()
-    RequestReader(handler, limits).feed(data)
+    RequestReader(handler, policy.limits, policy.rules).feed(data)
     if handler.head is None:
         raise ValueError("incomplete request head")  # request_bytes always ends the head
     return handler.head
@@ -67,6 +68,12 @@ def route(snapshot: Snapshot, group_key: tuple[str, int], sni: str | None, schem
 
 
 def leaving(ex: Exchange, compiled: CompiledRoute, backend: CompiledBackend, client_ip: str,
-            scheme: str) -> UpstreamRequest:
-    """The request as it would leave for ``backend``, from a client at ``client_ip``."""
-    return upstream_request(ex, compiled, backend, client_ip.encode(), scheme.encode(), REQUEST_ID)
+            scheme: str, policy: ClientPolicy) -> UpstreamRequest:
+    """The request as it would leave for ``backend``, from a client at ``client_ip``; a
+    request id the proxy would make up reads ``<generated>``."""
+    sent = upstream_request(ex, compiled, backend, client_ip.encode(), scheme.encode(), policy)
+    made_up = ex.request_id.encode("latin-1") if ex.request_id else None
+    client_ids = [v for n, v in ex.head.headers if n == b"x-request-id"]
+    if made_up is not None and not (policy.preserve_id and client_ids):
+        sent.headers = [(n, REQUEST_ID if n == b"x-request-id" and v == made_up else v) for n, v in sent.headers]
+    return sent

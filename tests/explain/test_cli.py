@@ -96,7 +96,8 @@ def test_json_fields_and_exit_codes(tmp_path: Path) -> None:
         {"kind": "Backend", "namespace": "default", "name": "b", "weight": 1}]
     assert answer["upstream_request"] == {
         "method": "GET", "path": "/zero", "host": "app.example:8081",
-        "headers": [["x-forwarded-for", "127.0.0.1"], ["x-forwarded-proto", "http"], ["x-request-id", "<generated>"]]}
+        "headers": [["x-forwarded-for", "127.0.0.1"], ["x-forwarded-proto", "http"],
+                    ["x-envoy-external-address", "127.0.0.1"], ["x-request-id", "<generated>"]]}
     assert {"route": "httproute/default/weighted", "rule": 1,
             "why": "path: /zero is not under /split (PathPrefix)"} in answer["not_matched"]
     local = run_cli("explain", "--config", str(config), "--json", f"{APP}/broken")

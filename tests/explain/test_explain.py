@@ -178,13 +178,14 @@ async def test_forward_with_rewrite_and_header_filters(tmp_path):
         "method": "GET", "path": "/new/deep?x=1", "host": "backend.example",
         "headers": [["x-keep", "2"], ["x-forwarded-host", "app.example:8081"],
                     ["x-forwarded-for", "10.0.0.1, 192.0.2.1"], ["x-forwarded-proto", "http"],
-                    ["x-request-id", "<generated>"]],
+                    ["x-envoy-external-address", "192.0.2.1"], ["x-request-id", "<generated>"]],
     }
     assert answer["policies"]["url_rewrite"] == {"hostname": "backend.example", "path": "ReplacePrefixMatch /rw -> /new"}
     answer = await ask(tmp_path, configs.FILTERS, APP + "/hdr", "x-drop: 1", "x-multi: first", "x-env: dev")
     assert answer["upstream_request"]["headers"] == [
         ["x-multi", "first,extra"], ["x-forwarded-for", "127.0.0.1"], ["x-forwarded-proto", "http"],
-        ["x-request-id", "<generated>"], ["x-env", "prod"], ["x-backend", "c"]]
+        ["x-envoy-external-address", "127.0.0.1"], ["x-request-id", "<generated>"], ["x-env", "prod"],
+        ["x-backend", "c"]]
     assert answer["backends"][0]["request_headers"] == {"set": [["x-backend", "c"]], "add": [], "remove": []}
 
 
