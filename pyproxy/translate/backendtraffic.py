@@ -213,6 +213,11 @@ def _triggers(triggers: tuple[str, ...], where: str) -> tuple[str, ...]:
     return tuple(dict.fromkeys(triggers))
 
 
+# Envoy Gateway's default retryOn (``connect-failure,refused-stream,unavailable,cancelled,
+# retriable-status-codes``) less its gRPC triggers, which pyproxy does not support
+DEFAULT_TRIGGERS = ("connect-failure", "refused-stream", "retriable-status-codes")
+
+
 _RETRY = (
     Rule(("num_retries",), "retries", count),
     Rule(("retry_on", "triggers"), "on", _triggers),
@@ -238,6 +243,7 @@ _DESTINATION = (
     Rule(("dns",), "dns", _built(ir.DnsSettings, _DNS)),
 )
 _ROUTE = (
-    Rule(("retry",), "retry", _built(ir.Retry, _RETRY, {"retries": DEFAULT_RETRIES, "codes": DEFAULT_RETRY_CODES})),
+    Rule(("retry",), "retry", _built(ir.Retry, _RETRY, {"retries": DEFAULT_RETRIES, "codes": DEFAULT_RETRY_CODES,
+                                                         "on": DEFAULT_TRIGGERS})),
     Rule(("timeout", "http", "request_timeout"), "timeouts", _request_timeout),
 )
