@@ -22,7 +22,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from .errors import ConfigError
-from .startup import ADMIN, DEFAULT_LISTEN, ListenError, format_address, listen_error, summary
+from .startup import ADMIN, DEFAULT_LISTEN, ListenError, format_address, listen_error, summary, worker_pipes
 
 log = logging.getLogger("pyproxy")
 
@@ -46,7 +46,6 @@ def serve(args: argparse.Namespace, before_start: BeforeStart | None = None,
     coroutine function or None) runs first on the same loop (the demo starts its upstream
     there); ``on_ready`` runs once everything listens."""
     from .runtime import Settings
-    from .supervisor import worker_pipes
 
     pipes = worker_pipes()
     settings = Settings(
@@ -72,7 +71,6 @@ def serve(args: argparse.Namespace, before_start: BeforeStart | None = None,
 
 async def _serve(settings, options: Options, before_start: BeforeStart | None,
                  on_ready: Callable[[], None] | None) -> int:
-    from . import admin
     from .observe import AccessLogError
     from .runtime import Runtime
 
@@ -93,6 +91,8 @@ async def _serve(settings, options: Options, before_start: BeforeStart | None,
     try:
         cleanup = await before_start() if before_start is not None else None
         if admin_address is not None:
+            from . import admin  # aiohttp only when there is an admin (about 14 MiB of RSS)
+
             try:
                 runner = await admin.start(runtime, *admin_address)
             except OSError as exc:

@@ -9,6 +9,17 @@ from collections.abc import Sequence
 from . import ir
 
 WORKER_ENV = "PYPROXY_WORKER"  # set in the environment of a --workers process (supervisor.py)
+
+
+def worker_pipes() -> tuple[int, int] | None:
+    """In a worker: (report fd, lifeline fd), from the environment; None elsewhere. Here, not
+    in supervisor.py, so that a serving process does not import the supervisor's aiohttp
+    client (about 14 MiB of RSS with --admin off)."""
+    value = os.environ.get(WORKER_ENV)
+    if not value:
+        return None
+    report, lifeline = value.split(",")
+    return int(report), int(lifeline)
 DEFAULT_LISTEN = ("127.0.0.1", 8080)  # the implicit listener's address without --listen
 IMPLICIT = "the implicit listener (--listen)"
 ADMIN = "the admin interface (--admin)"

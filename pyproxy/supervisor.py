@@ -43,15 +43,6 @@ RESTART_INTERVAL = 1.0  # a worker that keeps dying is restarted at most this of
 START_TIMEOUT = 60.0
 
 
-def worker_pipes() -> tuple[int, int] | None:
-    """In a worker: (report fd, lifeline fd), from the environment; None elsewhere."""
-    value = os.environ.get(WORKER_ENV)
-    if not value:
-        return None
-    report, lifeline = value.split(",")
-    return int(report), int(lifeline)
-
-
 @dataclass(eq=False)
 class Worker:
     index: int

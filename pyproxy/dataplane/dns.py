@@ -34,14 +34,12 @@ import random
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
-
-import dns.asyncresolver
-import dns.exception
-import dns.nameserver
-import dns.resolver
+from typing import TYPE_CHECKING, Literal
 
 from pyproxy.errors import NoHealthyUpstream
+
+if TYPE_CHECKING:
+    import dns.asyncresolver
 
 log = logging.getLogger("pyproxy.dns")
 
@@ -350,6 +348,9 @@ class Resolver:
     async def _ask(self, name: str, rdtype: str) -> tuple[tuple[str, ...], float | None]:
         """The addresses of one record type and their TTL; ((), None) when the name exists
         without such records."""
+        import dns.exception  # dnspython on first use: about 4 MiB a config without FQDNs never needs
+        import dns.resolver
+
         try:
             answer = await self._dns_resolver().resolve(
                 name, rdtype, raise_on_no_answer=False, search=self._nameservers is None
@@ -367,6 +368,10 @@ class Resolver:
     def _dns_resolver(self) -> dns.asyncresolver.Resolver:
         """Built on first use, so a host without /etc/resolv.conf can still serve IP backends."""
         if self._dns is None:
+            import dns.asyncresolver
+            import dns.nameserver
+            import dns.resolver
+
             try:
                 resolver = dns.asyncresolver.Resolver(configure=self._nameservers is None)
             except dns.resolver.NoResolverConfiguration as exc:
