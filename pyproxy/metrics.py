@@ -122,6 +122,8 @@ class RuntimeCollector(Collector):
                                              labels=[PREFIX])
         upgrades_active = GaugeMetricFamily("envoy_http_downstream_cx_upgrades_active", "upgraded connections open",
                                             labels=[PREFIX])
+        limited = CounterMetricFamily("envoy_connection_limit_limited_connections",
+                                      "connections closed at once: over a listener's connectionLimit", labels=[PREFIX])
         rq_time = HistogramMetricFamily("envoy_http_downstream_rq_time",
                                         "downstream request time, head received to response end (ms)",
                                         labels=[PREFIX])
@@ -130,6 +132,7 @@ class RuntimeCollector(Collector):
             cx_active.add_metric([prefix], group.cx_active)
             upgrades_total.add_metric([prefix], sum(s.cx_upgrades_total for s in group.stats))
             upgrades_active.add_metric([prefix], group.upgrades_active)
+            limited.add_metric([prefix], sum(s.cx_limited for s in group.stats))
             classes = [sum(column) for column in zip(*(s.rq_xx for s in group.stats), strict=True)]
             rq_total.add_metric([prefix], sum(classes))
             rq_active.add_metric([prefix], group.rq_active)
@@ -137,7 +140,7 @@ class RuntimeCollector(Collector):
                 rq_xx.add_metric([prefix, code_class], classes[int(code_class)])
             histogram = merge([s.rq_time for s in group.stats])
             rq_time.add_metric([prefix], buckets(histogram), histogram.sum)
-        yield from (cx_total, cx_active, upgrades_total, upgrades_active, rq_total, rq_active, rq_xx, rq_time)
+        yield from (cx_total, cx_active, upgrades_total, upgrades_active, limited, rq_total, rq_active, rq_xx, rq_time)
 
     def _clusters(self) -> Iterator[Metric]:
         clusters = sorted(self.runtime.stats.clusters.items())

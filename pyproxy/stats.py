@@ -55,11 +55,12 @@ class Histogram:
 class ListenerStats:
     """One listener group (socket) and scheme: Envoy's ``http.<prefix>.downstream_*``."""
 
-    __slots__ = ("cx_total", "cx_upgrades_total", "rq_xx", "rq_time")
+    __slots__ = ("cx_total", "cx_upgrades_total", "cx_limited", "rq_xx", "rq_time")
 
     def __init__(self) -> None:
         self.cx_total = 0
         self.cx_upgrades_total = 0  # connections that became a tunnel (WebSocket)
+        self.cx_limited = 0  # connections closed at once: a listener's connection limit (Envoy's limited_connections)
         self.rq_xx = status_classes()
         self.rq_time = Histogram()
 

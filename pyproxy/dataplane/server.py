@@ -125,6 +125,7 @@ class HttpProtocol(asyncio.Protocol):
             if not self.ctx.admit(key, policy.connection_limit):
                 log.debug("%s: %s is at its connection limit (%d): closed", self.peer, listener.name,
                           policy.connection_limit)
+                self.stats.cx_limited += 1
                 self.closed = True
                 self.reader.stop()
                 self.transport.close()

@@ -25,10 +25,17 @@ pytest_plugins = ["tests.helpers.recorder_fixture"]  # the ``recorder`` fixture
 async def serve(upstream_port: int, log=None, **settings):
     """One HTTP listener with these client settings forwarding everything to the upstream;
     yields the port. ``log``: a path for the access log (read it after the block)."""
+    async with serve_runtime(upstream_port, log, **settings) as rt:
+        yield rt.ports[("127.0.0.1", 0)]
+
+
+@asynccontextmanager
+async def serve_runtime(upstream_port: int, log=None, **settings):
+    """``serve``, yielding the runtime."""
     route = forward("httproute/default/test/rule/0/match/0", destination(upstream_port))
     config = ir.Config((listener(route, client=ir.ClientSettings(**settings)),))
     async with serve_ir(config, **({"access_log": str(log)} if log else {})) as rt:
-        yield rt.ports[("127.0.0.1", 0)]
+        yield rt
 
 
 def seen(resp) -> dict[str, str]:
@@ -358,7 +365,8 @@ async def refused(client: Client) -> bool:
 async def test_connection_limit_closes_connections_over_it(upstream: Upstream):
     """N connections are served at once; one more is closed at once, as Envoy's connection
     limit filter does; those served are unharmed; once one closes, a new one is served."""
-    async with serve(upstream.port, connection_limit=2) as port:
+    async with serve_runtime(upstream.port, connection_limit=2) as rt:
+        port = rt.ports[("127.0.0.1", 0)]
         served = [await Client.connect(port) for _ in range(2)]
         for client in served:
             assert (await client.request("GET", "/")).status == 200
@@ -366,6 +374,7 @@ async def test_connection_limit_closes_connections_over_it(upstream: Upstream):
         for client in extra:
             assert await refused(client)
             await client.close()
+        assert sum(s.cx_limited for s in rt.stats.listeners.values()) == 2  # envoy_connection_limit_limited_connections
         for client in served:  # unharmed, and still keep-alive
             assert (await client.request("GET", "/again")).status == 200
         await served.pop().close()
