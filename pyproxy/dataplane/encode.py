@@ -114,15 +114,8 @@ def upstream_request(ex: Exchange, route: CompiledRoute, backend: CompiledBacken
     headers.append((b"x-forwarded-for", b", ".join(forwarded_for)))
     headers.append((b"x-forwarded-proto", scheme))
     headers.append((b"x-envoy-external-address", external))
-    if client.generate_id:
-        if client_ids and client.preserve_id:
-            request_id = b",".join(client_ids)
-        else:
-            request_id = new_request_id().encode()
-        headers.append((b"x-request-id", request_id))
-        ex.request_id = request_id.decode("latin-1")
-    elif client_ids:
-        request_id = b",".join(client_ids)
+    request_id = _request_id(client, client_ids)
+    if request_id is not None:
         headers.append((b"x-request-id", request_id))
         ex.request_id = request_id.decode("latin-1")
     if route.request_headers is not None:
@@ -132,6 +125,31 @@ def upstream_request(ex: Exchange, route: CompiledRoute, backend: CompiledBacken
     target = path + "?" + head.query if head.query else path
     return UpstreamRequest(head.method.encode(), target.encode("latin-1"), host, headers, head.chunked,
                            head.content_length, head.upgrade, trailers)
+
+
+def _request_id(client: ClientPolicy, client_ids: list[bytes]) -> bytes | None:
+    """The request's ``x-request-id`` as the listener's ``request_id`` says, from the values
+    the client sent: a new one, the client's kept, or (without generation) the client's or
+    none."""
+    if client.generate_id and not (client_ids and client.preserve_id):
+        return new_request_id().encode()
+    return b",".join(client_ids) if client_ids else None
+
+
+def identify(ex: Exchange, client: ClientPolicy) -> None:
+    """For an answer of the proxy's own, the request id and trusted client address its
+    access-log line shows, by the rules ``upstream_request`` applies to a forwarded request
+    (Envoy makes both before routing). Nothing to do when the request was forwarded."""
+    if ex.request_id:
+        return
+    client_ids = [value for name, value in ex.head.headers if name == b"x-request-id"]
+    request_id = _request_id(client, client_ids)
+    if request_id is not None:
+        ex.request_id = request_id.decode("latin-1")
+    if client.trusted_hops and ex.client_address is None:
+        forwarded_for = [value for name, value in ex.head.headers if name == b"x-forwarded-for"]
+        if forwarded_for:
+            ex.client_address = trusted_client(forwarded_for, client.trusted_hops)
 
 
 def http1_head(request: UpstreamRequest) -> bytes:

@@ -53,7 +53,7 @@ from . import grpc
 from .client import ClientPolicy
 from .context import Context
 from .decide import decide
-from .encode import upstream_request
+from .encode import identify, upstream_request
 from .exchange import Exchange, access_entry
 from .forward import Forwarder
 from .framing import validate
@@ -430,6 +430,7 @@ class H2Protocol(asyncio.Protocol):
         call, a gRPC status in one HEADERS frame (``grpc.py``)."""
         ex = stream.ex
         ex.advance(Ev.LOCAL)
+        identify(ex, self.policy)
         if grpc.is_grpc(ex.head.headers):
             out = [(b":status", b"200"), *grpc.status_headers(status, body)]
             status, body = 200, b""

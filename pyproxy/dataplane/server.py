@@ -37,7 +37,7 @@ from . import grpc, http, tls
 from .client import ClientPolicy
 from .context import Context
 from .decide import decide
-from .encode import encode_trailers, response_head, upstream_request
+from .encode import encode_trailers, identify, response_head, upstream_request
 from .exchange import Exchange, access_entry
 from .flow import HOLD, UPSTREAM_FULL, ReadGate
 from .forward import Forwarder
@@ -553,6 +553,7 @@ class HttpProtocol(asyncio.Protocol):
         CORS preflight) and its access-log line. Fixed bodies; request bytes never echoed.
         To a gRPC call, a gRPC status (``grpc.py``): 200 with the status in the head."""
         ex.advance(Ev.LOCAL)
+        identify(ex, self.policy)
         if grpc.is_grpc(ex.head.headers):
             headers = grpc.status_headers(status, body) + (headers or [])
             status, body = 200, b""

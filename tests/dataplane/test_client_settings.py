@@ -153,6 +153,26 @@ async def test_request_id(upstream: Upstream, tmp_path, mode, with_id, without_i
     assert entries["/absent"]["x-request-id"] == absent.get("x-request-id")
 
 
+@pytest.mark.parametrize("mode, logged", [("Generate", "new"), ("PreserveOrGenerate", CLIENT_ID), ("Disable", CLIENT_ID)])
+async def test_the_proxys_own_answers_log_the_request_id_and_trusted_client(upstream: Upstream, tmp_path, mode,
+                                                                             logged):
+    """A request answered by the proxy itself (here 403: an upgrade other than websocket) is
+    logged with the request id and the trusted client address a forwarded one would carry."""
+    log = tmp_path / "access.log"
+    async with serve(upstream.port, log=log, request_id=mode, xff_trusted_hops=1) as port:
+        client = await Client.connect(port)
+        resp = await client.request("GET", "/local", {"X-Request-Id": CLIENT_ID, "X-Forwarded-For": "198.51.100.7",
+                                                      "Connection": "Upgrade", "Upgrade": "foo"})
+        await client.close()
+    assert resp.status == 403 and upstream.seen == []
+    (entry,) = log_entries(log)
+    if logged == "new":
+        assert entry["x-request-id"] != CLIENT_ID and len(entry["x-request-id"]) == 36
+    else:
+        assert entry["x-request-id"] == logged
+    assert entry["downstream_remote_address"] == "198.51.100.7:0"
+
+
 async def test_request_id_on_http2(upstream: Upstream):
     async with serve(upstream.port, request_id="PreserveOrGenerate") as port:
         client = await H2Client.connect(port)
