@@ -3,7 +3,8 @@
 Each stream is an exchange: its head is validated as an HTTP/1.1 head would be (the
 pseudo-headers become the request line and Host), routed by ``decide`` and forwarded by a
 ``Forwarder`` talking to the stream through the ``Downstream`` methods of ``Stream``, so
-forwarding does not know which protocol the client spoke. Upstream connections stay HTTP/1.1.
+forwarding does not know which protocol the client spoke. Upstream connections speak what the
+destination does (HTTP/1.1 unless it is HTTP/2), whichever protocol the client spoke.
 
 Flow control both ways:
 - request bodies: the bytes of a DATA frame are acknowledged (the window reopened) once the
