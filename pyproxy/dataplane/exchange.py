@@ -14,6 +14,7 @@ from .framing import RequestHead
 from .states import RESPONSE, Ev, InvalidTransition, Req, Resp
 
 if TYPE_CHECKING:
+    from ..errors import ProxyError
     from .compile import CompiledBackend, CompiledRoute
     from .filters import HeaderOps
     from .forward import Forwarder
@@ -81,6 +82,13 @@ class Exchange:
             self.flags = "DC"
             self.details = "downstream_remote_disconnect"
         self.advance(Ev.LOST)
+
+    def cut(self, error: ProxyError) -> None:
+        """``error`` ended the exchange after its response began: the response is cut short
+        (a reset, not an answer), and logged with the error's flags and details."""
+        self.flags = error.flags
+        self.details = error.details or self.details
+        self.advance(Ev.RESET)
 
     @property
     def response_started(self) -> bool:

@@ -118,9 +118,7 @@ class Stream:
         if ex.forwarder is not None:
             ex.forwarder.cancel()
         if ex.response_started:
-            ex.flags = error.flags
-            ex.details = error.details or ex.details
-            ex.advance(Ev.RESET)
+            ex.cut(error)
             self.owner.reset(self, h2.errors.ErrorCodes.INTERNAL_ERROR)
             return
         self.owner.local(self, error.status, error.body.encode(), flags=error.flags, details=error.details)

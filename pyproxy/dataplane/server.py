@@ -451,9 +451,7 @@ class HttpProtocol(asyncio.Protocol):
         if ex.forwarder is not None:
             ex.forwarder.cancel()
         if ex.response_started:
-            ex.flags = error.flags
-            ex.details = error.details or ex.details
-            ex.advance(Ev.RESET)
+            ex.cut(error)
             self.flush()
             self.keep = step(KEEP_ALIVE, self.keep, Ev.CLOSE)
             self._finish(ex)
