@@ -192,12 +192,26 @@ def response_head(ex: Exchange, status: int, reason: bytes, headers: Headers, cl
     HTTP/1.0 (which cannot take transfer codings at all: 502)."""
     content_length = None
     codings: list[bytes] = []
-    for name, value in headers:
-        if name == b"content-length":
-            content_length = value
-        elif name == b"transfer-encoding":
-            codings.extend(c.strip().lower() for c in value.split(b","))
-    out = end_to_end(ex, headers)
+    out: Headers = []
+    connection = False
+    hop_by_hop = http.HOP_BY_HOP
+    # one pass finds the framing and drops the hop-by-hop headers (end_to_end's work, which
+    # this inlines: a second loop and the Connection token set cost 2 us a response)
+    for h in headers:
+        name = h[0]
+        if name in hop_by_hop:
+            if name == b"content-length":
+                content_length = h[1]
+            elif name == b"transfer-encoding":
+                codings.extend(c.strip().lower() for c in h[1].split(b","))
+            elif name == b"connection":
+                connection = True
+            continue
+        out.append(h)
+    if connection:
+        tokens = http.connection_tokens(headers)
+        out = [h for h in out if h[0] not in tokens]
+    out = _filtered(ex, out)
     head = ex.head
     if status == 101:
         # the switch: no framing, the upgrade answered on this hop (the tunnel follows)
@@ -207,25 +221,24 @@ def response_head(ex: Exchange, status: int, reason: bytes, headers: Headers, cl
         lines.extend(map(b": ".join, out))
         lines.append(b"\r\n")
         return b"\r\n".join(lines), False
-    bodiless = head.method == "HEAD" or status in (204, 304)
-    other = [c for c in codings if c and c != b"chunked"]
-    if b"chunked" in codings[:-1]:
-        # chunked applied before another coding: re-chunking would apply it twice (RFC 9112 §6.1)
-        raise UpstreamProtocolError("chunked is not the final transfer coding")
-    if other:
-        if head.version != "1.1":
-            raise UpstreamProtocolError("transfer coding an HTTP/1.0 client cannot take")
-        out.append((b"transfer-encoding", b", ".join(other) + b", chunked"))
-        ex.chunked_out = not bodiless
-    elif content_length is not None and not codings:
+    if codings:
+        bodiless = head.method == "HEAD" or status == 204 or status == 304
+        other = [c for c in codings if c and c != b"chunked"]
+        if b"chunked" in codings[:-1]:
+            # chunked applied before another coding: re-chunking would apply it twice (RFC 9112 §6.1)
+            raise UpstreamProtocolError("chunked is not the final transfer coding")
+        if other:
+            if head.version != "1.1":
+                raise UpstreamProtocolError("transfer coding an HTTP/1.0 client cannot take")
+            out.append((b"transfer-encoding", b", ".join(other) + b", chunked"))
+            ex.chunked_out = not bodiless
+        elif not bodiless:
+            close = _chunked(ex, out, close)
+    elif content_length is not None:
         if status != 204:
             out.append((b"content-length", content_length))
-    elif not bodiless:
-        if head.version == "1.1":
-            ex.chunked_out = True
-            out.append((b"transfer-encoding", b"chunked"))
-        else:
-            close = True
+    elif not (head.method == "HEAD" or status == 204 or status == 304):
+        close = _chunked(ex, out, close)
     if close:
         out.append((b"connection", b"close"))
     elif head.version == "1.0":
@@ -236,17 +249,31 @@ def response_head(ex: Exchange, status: int, reason: bytes, headers: Headers, cl
     return b"\r\n".join(lines), close
 
 
-def end_to_end(ex: Exchange, headers: Headers) -> Headers:
-    """The upstream's response headers the client gets, before any framing of ours: the
-    hop-by-hop and framing ones dropped (and any named in ``Connection``), then the response
-    filters and the CORS headers applied."""
-    tokens = http.connection_tokens(headers)
-    out = [h for h in headers if h[0] not in http.HOP_BY_HOP and h[0] not in tokens]
+def _chunked(ex: Exchange, out: Headers, close: bool) -> bool:
+    """Frame a response body of unknown length: chunked to an HTTP/1.1 client, else by the
+    close (returned: whether the connection closes after it)."""
+    if ex.head.version == "1.1":
+        ex.chunked_out = True
+        out.append((b"transfer-encoding", b"chunked"))
+        return close
+    return True
+
+
+def _filtered(ex: Exchange, out: Headers) -> Headers:
+    """The response filters and the CORS headers applied to the end-to-end headers."""
     for ops in ex.response_filters:
         out = ops.apply(out)
     if ex.cors_headers:
         out = replace_headers(out, ex.cors_headers)
     return out
+
+
+def end_to_end(ex: Exchange, headers: Headers) -> Headers:
+    """The upstream's response headers the client gets, before any framing of ours: the
+    hop-by-hop and framing ones dropped (and any named in ``Connection``), then the response
+    filters and the CORS headers applied."""
+    tokens = http.connection_tokens(headers)
+    return _filtered(ex, [h for h in headers if h[0] not in http.HOP_BY_HOP and h[0] not in tokens])
 
 
 def trailer_fields(trailers: Headers) -> Headers:

@@ -400,40 +400,69 @@ def upgrade_token(headers: list[tuple[bytes, bytes]]) -> bytes:
     return b""
 
 
+_HOSTS: dict[bytes, str] = {}  # Host values seen valid -> as matched (a bounded cache)
+_HOSTS_MAX = 1024
+
+
+def matched_host(value: bytes) -> str | None:
+    """The Host value as routes match it, or None when it is not a valid Host. Cached: a
+    proxy sees few distinct Hosts, and the check plus normalisation cost 2 us a request."""
+    host = _HOSTS.get(value)
+    if host is None:
+        if not value or not http.valid_host(value):
+            return None
+        if len(_HOSTS) >= _HOSTS_MAX:
+            _HOSTS.clear()
+        host = _HOSTS[value] = normalize_host(value)
+    return host
+
+
 def validate(head: RequestHead, url: bytes, rules: HeadRules = DEFAULT_RULES) -> None:
     """Strict framing and target rules (hardening.md §2): anything ambiguous raises (a 400
     unless the error says otherwise) and the connection closes. Fills in the head's host,
     path, query and framing; the path is normalised as ``rules`` say (an escaped slash is
     not an error of framing: the answer, a redirect or a 400, is routing's)."""
-    if head.version not in ("1.1", "1.0"):
+    version = head.version
+    if version != "1.1" and version != "1.0":
         raise BadRequest("unsupported HTTP version")
     if head.method == "CONNECT":
         raise BadRequest("CONNECT is not supported")
-    hosts = []
-    content_lengths = []
-    transfer_encodings = []
+    host: bytes | None = None
+    hosts = 0
+    content_lengths: list[bytes] | None = None
+    transfer_encodings: list[bytes] | None = None
     connection = b""
     for name, value in head.headers:
-        if name == b"connection":
+        if name == b"host":
+            host = host if hosts else value
+            hosts += 1
+        elif name == b"connection":
             connection += b"," + value.lower()
-        elif name == b"host":
-            hosts.append(value)
         elif name == b"content-length":
-            content_lengths.append(value)
+            if content_lengths is None:
+                content_lengths = [value]
+            else:
+                content_lengths.append(value)
         elif name == b"transfer-encoding":
-            transfer_encodings.append(value)
+            if transfer_encodings is None:
+                transfer_encodings = [value]
+            else:
+                transfer_encodings.append(value)
         elif name == b"expect":
             if value.strip().lower() == b"100-continue":
-                head.expect_continue = head.version == "1.1"
-    tokens = {t.strip() for t in connection.split(b",")} if connection else ()
-    head.keep_alive = b"close" not in tokens if head.version == "1.1" else b"keep-alive" in tokens
-    if transfer_encodings:
-        if content_lengths or head.version != "1.1" or len(transfer_encodings) > 1:
+                head.expect_continue = version == "1.1"
+    if connection:
+        tokens = {t.strip() for t in connection.split(b",")}
+        head.keep_alive = b"close" not in tokens if version == "1.1" else b"keep-alive" in tokens
+    else:
+        head.keep_alive = version == "1.1"
+    if transfer_encodings is not None:
+        if content_lengths is not None or version != "1.1" or len(transfer_encodings) > 1:
             raise BadRequest("ambiguous framing")
         if transfer_encodings[0].strip().lower() != b"chunked":
             raise errors.NotImplementedCoding("unsupported transfer-encoding")
         head.chunked = True
-    elif content_lengths:
+    elif content_lengths is not None:
         first = content_lengths[0]
         if not first.isdigit() or len(first) > 18 or any(v != first for v in content_lengths):
             raise BadRequest("invalid content-length")
@@ -443,19 +472,21 @@ def validate(head: RequestHead, url: bytes, rules: HeadRules = DEFAULT_RULES) ->
         lowered = target[:8].lower()
         if lowered.startswith(b"http://") or lowered.startswith(b"https://"):
             authority, target = http.parse_absolute(target)
-            if hosts and hosts[0].lower() != authority.lower():
+            if hosts and host is not None and host.lower() != authority.lower():
                 raise BadRequest("absolute-form authority differs from Host")
-            hosts = hosts or [authority]
+            if not hosts:
+                host, hosts = authority, 1
         elif not (target == b"*" and head.method == "OPTIONS"):
             raise BadRequest("invalid request-target")
-    if len(hosts) > 1:
+    if hosts > 1:
         raise BadRequest("duplicate Host")
-    if hosts:
-        if not hosts[0] or not http.valid_host(hosts[0]):
+    if host is not None:
+        matched = matched_host(host)
+        if matched is None:
             raise BadRequest("invalid Host")
-        head.host_header = hosts[0]
-        head.host = normalize_host(hosts[0])
-    elif head.version == "1.1":
+        head.host_header = host
+        head.host = matched
+    elif version == "1.1":
         raise BadRequest("missing Host")
     head.target = target
     path, head.query = http.split_target(target)
