@@ -139,8 +139,8 @@ class CompiledRoute:
     else ``timeouts.backend_request``."""
 
     __slots__ = ("name", "matcher", "kind", "backends", "_cumulative", "_total", "redirect", "direct",
-                 "request_headers", "response_headers", "url_rewrite", "timeouts", "retry", "try_timeout", "cors",
-                 "mirrors")
+                 "request_headers", "response_headers", "url_rewrite", "rewrite_host", "timeouts", "retry",
+                 "try_timeout", "cors", "mirrors")
 
     def __init__(self, route: ir.Route, destinations: dict[str, CompiledDestination]) -> None:
         self.name = route.name
@@ -148,6 +148,8 @@ class CompiledRoute:
         self.request_headers: HeaderOps | None = compile_mutation(route.request_headers)
         self.response_headers: HeaderOps | None = compile_mutation(route.response_headers)
         self.url_rewrite = route.url_rewrite
+        hostname = route.url_rewrite.hostname if route.url_rewrite is not None else None
+        self.rewrite_host = hostname.encode("latin-1") if hostname is not None else b""
         self.timeouts = route.timeouts
         self.retry = RetryPolicy(route.retry) if route.retry is not None else None
         per_try = self.retry.per_try_timeout if self.retry is not None else None

@@ -324,6 +324,8 @@ class Pool:
         """Make sure a sweep comes soon after ``due`` (a connection with idle ``timeout``
         expires then): sweeps are at least a quarter of that timeout apart (0.05 s to 5 s),
         so a connection may outlive its timeout by that much."""
+        if self._sweeper is not None and self._sweep_at <= due:
+            return  # the common case, on every release: a sweep is due before this one expires
         due = max(due, self._running_loop().time() + _sweep_gap(timeout))
         if self._sweeper is not None:
             if self._sweep_at <= due:
