@@ -117,8 +117,8 @@ def upstream_request(ex: Exchange, route: CompiledRoute, backend: CompiledBacken
     headers.append((b"x-envoy-external-address", external))
     request_id = _request_id(client, client_ids)
     if request_id is not None:
-        headers.append((b"x-request-id", request_id))
-        ex.request_id = request_id.decode("latin-1")
+        headers.append((b"x-request-id", request_id.encode("latin-1")))
+        ex.request_id = request_id
     if route.request_headers is not None:
         headers = route.request_headers.apply(headers)
     if backend.request_headers is not None:
@@ -128,13 +128,13 @@ def upstream_request(ex: Exchange, route: CompiledRoute, backend: CompiledBacken
                            headers, head.chunked, head.content_length, head.upgrade, trailers)
 
 
-def _request_id(client: ClientPolicy, client_ids: list[bytes]) -> bytes | None:
+def _request_id(client: ClientPolicy, client_ids: list[bytes]) -> str | None:
     """The request's ``x-request-id`` as the listener's ``request_id`` says, from the values
     the client sent: a new one, the client's kept, or (without generation) the client's or
     none."""
     if client.generate_id and not (client_ids and client.preserve_id):
-        return new_request_id().encode()
-    return b",".join(client_ids) if client_ids else None
+        return new_request_id()
+    return b",".join(client_ids).decode("latin-1") if client_ids else None
 
 
 def identify(ex: Exchange, client: ClientPolicy) -> None:
@@ -146,7 +146,7 @@ def identify(ex: Exchange, client: ClientPolicy) -> None:
     client_ids = [value for name, value in ex.head.headers if name == b"x-request-id"]
     request_id = _request_id(client, client_ids)
     if request_id is not None:
-        ex.request_id = request_id.decode("latin-1")
+        ex.request_id = request_id
     if client.trusted_hops and ex.client_address is None:
         forwarded_for = [value for name, value in ex.head.headers if name == b"x-forwarded-for"]
         if forwarded_for:
@@ -211,7 +211,8 @@ def response_head(ex: Exchange, status: int, reason: bytes, headers: Headers, cl
         out.append(h)
     if connection:
         tokens = http.connection_tokens(headers)
-        out = [h for h in out if h[0] not in tokens]
+        if tokens:
+            out = [h for h in out if h[0] not in tokens]
     out = _filtered(ex, out)
     head = ex.head
     if status == 101:

@@ -27,7 +27,7 @@ from .. import errors
 from ..errors import ProxyError
 from ..stats import HostStats, Target
 from . import http
-from .context import Context
+from .context import Context, LazyTimer
 from .encode import UpstreamRequest, trailer_fields
 from .exchange import Exchange
 from .upstream import Upstream, UpstreamConnection
@@ -121,7 +121,7 @@ class Forwarder:
         self.conn: Upstream | None = None
         self.reused = False
         self.task: asyncio.Task | None = None
-        self.timer: asyncio.TimerHandle | None = None  # the overall deadline (timeouts.request)
+        self.timer: LazyTimer | None = None  # the overall deadline (timeouts.request)
         self.try_timer: asyncio.TimerHandle | None = None  # per-attempt deadline, or the retry backoff
         self.request_done = False
         policy = route.retry
@@ -183,7 +183,7 @@ class Forwarder:
             self._start_try_timer()
         limit = self.route.timeouts.request
         if limit is not None and self.timer is None:
-            self.timer = self.down.loop.call_later(limit, self._route_timeout)
+            self.timer = self.ctx.call_later(limit, self._route_timeout)
         if self.mirrors:
             self._send_mirrors()
 

@@ -35,17 +35,20 @@ def valid_host(host: bytes) -> bool:
 
 
 _NO_TOKENS: frozenset[bytes] = frozenset()
+# Connection values that nominate nothing beyond HOP_BY_HOP (by far the most common ones)
+_PLAIN_CONNECTION = frozenset({b"keep-alive", b"Keep-Alive", b"close", b"Close", b"upgrade", b"Upgrade"})
 
 
 def connection_tokens(headers: list[tuple[bytes, bytes]]) -> frozenset[bytes]:
-    """Header names nominated by ``Connection`` (RFC 9110 §7.6.1: removed by intermediaries)."""
+    """Header names nominated by ``Connection`` (RFC 9110 §7.6.1: removed by intermediaries),
+    besides those in ``HOP_BY_HOP`` (which every caller drops anyway)."""
     tokens: set[bytes] | None = None
     for name, value in headers:
-        if name == b"connection":
+        if name == b"connection" and value not in _PLAIN_CONNECTION:
             if tokens is None:
                 tokens = set()
             tokens.update(t.strip().lower() for t in value.split(b","))
-    # most messages have no Connection header: no set built (measured 1.9 -> 0.4 us a call)
+    # most messages have no Connection header or a plain one: no set built (1.9 -> 0.4 us a call)
     return _NO_TOKENS if tokens is None else frozenset(tokens)
 
 
