@@ -103,6 +103,9 @@ async def main(args: argparse.Namespace) -> None:
     await asyncio.sleep(0.05)  # the first request dials (a task)
     upstream = upstreams[0]
     size = len(RESPONSE)
+    upstream._view[:size] = RESPONSE
+    upstream.buffer_updated(size)
+    assert not proto.queue, proto.queue  # each request is answered before the next, as wrk's are
 
     def run(n: int) -> None:
         data_received, view, answered = proto.data_received, upstream._view, upstream.buffer_updated
@@ -117,6 +120,7 @@ async def main(args: argparse.Namespace) -> None:
     proto.data_received(REQUEST)
     upstream._view[:size] = RESPONSE
     upstream.buffer_updated(size)
+    assert not proto.queue, proto.queue
     print("upstream request:", upstream.transport.out[0])  # type: ignore[attr-defined]
     print("response:        ", down.out[0][:200])
     profile = cProfile.Profile() if args.profile else None
