@@ -80,7 +80,7 @@ async def _serve(settings, options: Options, before_start: BeforeStart | None,
         print(exc, file=sys.stderr)
         return 1
     signals = _Signals(runtime)
-    cleanup = runner = watcher = None
+    cleanup = admin_server = watcher = None
     admin_address = options.admin
     if options.watch:
         from .watch import watch
@@ -91,19 +91,19 @@ async def _serve(settings, options: Options, before_start: BeforeStart | None,
     try:
         cleanup = await before_start() if before_start is not None else None
         if admin_address is not None:
-            from . import admin  # aiohttp only when there is an admin (about 14 MiB of RSS)
+            from . import admin
 
             try:
-                runner = await admin.start(runtime, *admin_address)
+                admin_server = await admin.start(runtime, *admin_address)
             except OSError as exc:
                 raise listen_error(*admin_address, ADMIN, exc) from exc
-            admin_address = runner.addresses[0][:2]
+            admin_address = admin_server.addresses[0][:2]
         await runtime.start()
     except (ConfigError, ListenError) as exc:
         print("\n".join(exc.messages) if isinstance(exc, ConfigError) else exc, file=sys.stderr)
         if watcher is not None:
             watcher.cancel()
-        return await _shutdown(runtime, runner, cleanup, 1)
+        return await _shutdown(runtime, admin_server, cleanup, 1)
     assert runtime.result is not None
     log.info("ready: %s", summary(runtime.files, runtime.result.config, runtime.ports, admin_address))
     if options.listen_given and any(s.kind == "Gateway" for s in runtime.result.statuses):
@@ -122,7 +122,7 @@ async def _serve(settings, options: Options, before_start: BeforeStart | None,
         watcher.cancel()
     await signals.drain(options.drain_timeout)
     log.info("stopped")
-    return await _shutdown(runtime, runner, cleanup, 0)
+    return await _shutdown(runtime, admin_server, cleanup, 0)
 
 
 class _Signals:
@@ -186,10 +186,10 @@ class _Signals:
         await asyncio.wait({self._draining})
 
 
-async def _shutdown(runtime, runner, cleanup, code: int) -> int:
+async def _shutdown(runtime, admin_server, cleanup, code: int) -> int:
     await runtime.stop()
-    if runner is not None:
-        await runner.cleanup()
+    if admin_server is not None:
+        await admin_server.cleanup()
     if cleanup is not None:
         await cleanup()
     return code

@@ -184,7 +184,14 @@ class Supervisor:
             return resp.status, resp.content_type, await resp.text()
 
     def make_app(self) -> web.Application:
-        from .admin import refuse_other_hosts
+        from .admin import HOST_REFUSED, allowed_hosts
+
+        @web.middleware
+        async def refuse_other_hosts(request: web.Request, handler) -> web.StreamResponse:
+            """The workers' Host check (DNS rebinding) in front of the supervisor's admin."""
+            if not allowed_hosts(request.headers.getall("Host", [])):
+                return web.Response(status=403, text=HOST_REFUSED)
+            return await handler(request)
 
         async def ready(_request: web.Request) -> web.Response:
             if not self.draining and len(self.live()) == len(self.workers):

@@ -1,8 +1,10 @@
 """The admin interface over real HTTP: what /config_dump may reveal and whom the admin answers."""
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import urllib.request
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -11,7 +13,9 @@ import trustme
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.helpers.http import raw_exchange
+from tests.helpers.proc import shim, start_proxy
 from tests.helpers.proxy import serve_with_admin
+from tests.helpers.wire import Wire
 
 KEY_LABELS = ("PRIVATE KEY", "RSA PRIVATE KEY", "EC PRIVATE KEY", "ENCRYPTED PRIVATE KEY")
 
@@ -273,3 +277,81 @@ async def test_stats_prometheus_speaks_text_and_openmetrics(tmp_path, ca):
     assert families["envoy_http_downstream_rq_time"].type == "histogram"
     assert om_status == 200 and "content-type: application/openmetrics-text" in om_head
     assert om_body.endswith(b"# EOF\n")
+
+
+@pytest.mark.parametrize(("method", "path", "status", "allow", "body"), [
+    ("GET", "/absent", 404, None, b"404: Not Found"),
+    ("POST", "/absent", 404, None, b"404: Not Found"),
+    ("GET", "/ready/", 404, None, b"404: Not Found"),
+    ("POST", "/ready", 405, "GET,HEAD", b"405: Method Not Allowed"),
+    ("OPTIONS", "/stats/prometheus", 405, "GET,HEAD", b"405: Method Not Allowed"),
+    ("PUT", "/logging", 405, "GET,HEAD,POST", b"405: Method Not Allowed"),
+    ("GET", "/reopen_logs", 405, "POST", b"405: Method Not Allowed"),
+    ("DELETE", "/reopen_logs", 405, "POST", b"405: Method Not Allowed"),
+    ("GET", "/re%61dy", 200, None, b"LIVE\n"),  # the path matched percent-decoded, as aiohttp did
+])
+async def test_unknown_paths_are_404_and_other_methods_405_with_allow(tmp_path, ca, method, path, status, allow,
+                                                                      body):
+    write_config(tmp_path, ca.cert_pem.bytes().decode())
+    async with admin_serving(tmp_path) as port:
+        answer = await call(port, path, method=method)
+    assert (answer[0], answer[2]) == (status, body)
+    assert "content-type: text/plain; charset=utf-8" in answer[1]
+    assert (f"allow: {allow.lower()}" in answer[1]) if allow else ("allow:" not in answer[1])
+
+
+async def test_head_is_get_without_the_body_and_keep_alive_serves_many_requests(tmp_path, ca):
+    write_config(tmp_path, ca.cert_pem.bytes().decode())
+    async with admin_serving(tmp_path) as port:
+        wire = await Wire.open(port)
+        await wire.send(b"HEAD /clusters?format=json HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        head = await wire.read_response(head=True)
+        await wire.send(b"GET /clusters?format=json HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        get = await wire.read_response()
+        await wire.send(b"GET /ready HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        last = await wire.read_response()
+        assert await wire.closed()
+    assert (head.status, head.body, head.header("content-length")) == (200, b"", str(len(get.body)))
+    assert head.header("content-type") == get.header("content-type") == "application/json; charset=utf-8"
+    assert json.loads(get.body)["cluster_statuses"]
+    assert (last.status, last.body, last.header("connection")) == (200, b"LIVE\n", "close")
+
+
+async def test_hostile_heads_and_bodies_are_refused_and_closed(tmp_path, ca):
+    write_config(tmp_path, ca.cert_pem.bytes().decode())
+    async with admin_serving(tmp_path) as port:
+        huge_header = await call(port, "/ready", headers="X-Long: " + "a" * (64 * 1024) + "\r\n")
+        huge_body = await call(port, "/reopen_logs", method="POST", headers="Content-Length: 1000000\r\n")
+        garbage = await raw_exchange(port, b"GET /ready HTTP/1.1\r\nHost: 127.0.0.1\r\nBad Header\r\n\r\n")
+    assert huge_header[0] == 431 and "connection: close" in huge_header[1]
+    assert huge_body[0] == 413 and "connection: close" in huge_body[1]
+    assert garbage.startswith(b"HTTP/1.1 400 ") and garbage.endswith(b"\r\n\r\n400: Bad Request")
+
+
+async def test_stopping_the_admin_closes_its_idle_connections(tmp_path, ca):
+    write_config(tmp_path, ca.cert_pem.bytes().decode())
+    async with admin_serving(tmp_path) as port:
+        wire = await Wire.open(port)
+        await wire.send(b"GET /ready HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        assert (await wire.read_response()).status == 200
+    assert await wire.closed()
+
+
+def fetch(port: int, path: str) -> tuple[int, bytes]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as resp:
+        return resp.status, resp.read()
+
+
+async def test_a_serving_process_never_imports_aiohttp(tmp_path, ca):
+    """aiohttp costs about 11 MiB of RSS: the CLI serves, admin included, with it unimportable."""
+    (tmp_path / "config").mkdir()
+    write_config(tmp_path / "config", ca.cert_pem.bytes().decode())
+    proxy = start_proxy("--config", str(tmp_path / "config"), "--access-log", "off", env=shim(tmp_path, "aiohttp"))
+    try:
+        await asyncio.to_thread(proxy.wait_ready)
+        for path in ("/", "/server_info", "/config_dump", "/clusters?format=json", "/stats/prometheus", "/logging"):
+            assert (await asyncio.to_thread(fetch, proxy.admin_port, path))[0] == 200, path
+    finally:
+        code, _, err = proxy.stop()
+    assert code == 0, err
+    assert "Traceback" not in err
