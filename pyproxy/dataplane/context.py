@@ -114,7 +114,8 @@ class Context:
             timer.arm(now)
         else:
             self.lazy_timers.add(timer)
-            self.watch_deadlines()
+            if self._ticker is None:
+                self.watch_deadlines()
         return timer
 
     def _sweep(self) -> None:
