@@ -248,6 +248,38 @@ def test_serve_refuses_bad_config_without_traceback(tmp_path):
     assert "Traceback" not in result.stderr
 
 
+BAD_REGEX_ROUTE = """\
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata:
+  name: web
+spec:
+  rules:
+  - matches:
+    - path:
+        type: RegularExpression
+        value: '/unclosed('
+      headers:
+      - {name: x-a, type: RegularExpression, value: '(?=x)'}
+"""
+
+
+def test_check_and_serve_refuse_a_bad_regular_expression_alike(tmp_path):
+    """RE2 is imported only when a configuration has a pattern: both commands still check it."""
+    routes = tmp_path / "routes.yaml"
+    routes.write_text(BAD_REGEX_ROUTE)
+    check = run_cli("check", "--config", str(tmp_path))
+    serve = run_cli("--config", str(tmp_path), "--listen", "127.0.0.1:0", "--admin", "off")
+    prefix = f"{routes}: document 1 (HTTPRoute default/web)"
+    assert check.returncode == serve.returncode == 1
+    assert check.stderr.splitlines() == serve.stderr.splitlines() == [
+        f"{prefix}, line 10: spec.rules[0].matches[0].path.value: "
+        "invalid RE2 regular expression '/unclosed(': missing ): /unclosed(",
+        f"{prefix}, line 12: spec.rules[0].matches[0].headers[0].value: "
+        "invalid RE2 regular expression '(?=x)': invalid perl operator: (?=",
+    ]
+
+
 def test_usage_errors_exit_2(tmp_path):
     assert run_cli("--listen", "nonsense", "--config", str(SEED)).returncode == 2
     assert run_cli("serve").returncode == 2  # --config is required
