@@ -5,7 +5,6 @@ from __future__ import annotations
 import http
 import re
 import time
-from email.utils import formatdate
 
 from ..errors import BadRequest
 
@@ -136,6 +135,19 @@ def parse_absolute(target: bytes) -> tuple[bytes, bytes]:
     return authority, path
 
 
+_WEEKDAYS = (b"Mon", b"Tue", b"Wed", b"Thu", b"Fri", b"Sat", b"Sun")
+_MONTHS = (b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov", b"Dec")
+
+
+def imf_fixdate(seconds: float) -> bytes:
+    """RFC 9110's IMF-fixdate (``Sun, 06 Nov 1994 08:49:37 GMT``): English names whatever the
+    locale. Formatted here rather than by ``email.utils.formatdate``, whose package a serving
+    process otherwise never imports (0.1 MiB of RSS, 0.7 with the admin on)."""
+    t = time.gmtime(seconds)
+    return b"%s, %02d %s %04d %02d:%02d:%02d GMT" % (
+        _WEEKDAYS[t.tm_wday], t.tm_mday, _MONTHS[t.tm_mon - 1], t.tm_year, t.tm_hour, t.tm_min, t.tm_sec)
+
+
 class DateCache:
     """The ``date`` header value, formatted at most once per second."""
 
@@ -149,7 +161,7 @@ class DateCache:
         now = int(time.time())
         if now != self._second:
             self._second = now
-            self._value = formatdate(now, usegmt=True).encode()
+            self._value = imf_fixdate(now)
         return self._value
 
 
