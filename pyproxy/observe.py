@@ -18,6 +18,7 @@ import collections
 import datetime
 import json
 import logging
+import math
 import os
 import select
 import sys
@@ -70,10 +71,25 @@ def describe(entry: dict) -> str:
     return line + f" details={entry['response_code_details'] or '-'}"
 
 
+_second = -1
+_prefix = ""
+
+
 def format_time(epoch: float) -> str:
-    """RFC 3339 with milliseconds in UTC, as Envoy's %START_TIME%."""
-    dt = datetime.datetime.fromtimestamp(epoch, datetime.UTC)
-    return dt.strftime("%Y-%m-%dT%H:%M:%S.") + f"{dt.microsecond // 1000:03d}Z"
+    """RFC 3339 with milliseconds in UTC, as Envoy's %START_TIME%. The date and time up to the
+    second are formatted once per second (datetime and strftime cost 12 us, once per access-log
+    line); the fraction is rounded to microseconds first, as ``datetime.fromtimestamp`` does."""
+    global _second, _prefix
+    fraction, whole = math.modf(epoch)
+    micros = round(fraction * 1_000_000)
+    second = int(whole)
+    if micros >= 1_000_000:
+        second += 1
+        micros -= 1_000_000
+    if second != _second:
+        _prefix = datetime.datetime.fromtimestamp(second, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.")
+        _second = second
+    return f"{_prefix}{micros // 1000:03d}Z"
 
 
 class _Writer:
