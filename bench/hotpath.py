@@ -9,6 +9,7 @@ relay, access-log bookkeeping and deadlines, in one thread, with nothing else ru
 
     .venv/bin/python bench/hotpath.py                # best of 7 batches, us/request
     .venv/bin/python bench/hotpath.py --profile      # and cProfile's top functions
+    .venv/bin/python bench/hotpath.py --access-log /dev/null   # with the access log's lines made
     PYTHONPATH=../other .venv/bin/python bench/hotpath.py   # another checkout, for an A/B
 
 What the live benchmark adds on top of this number is the event loop, TLS and the kernel
@@ -91,7 +92,7 @@ async def main(args: argparse.Namespace) -> None:
     pool_module.Pool._dial = dial  # type: ignore[method-assign,assignment]
     with tempfile.TemporaryDirectory(prefix="pyproxy-hotpath-") as tmp:
         (Path(tmp) / "bench.yaml").write_text(pyproxy_config(443, trustme.CA().cert_pem.bytes().decode()))
-        runtime = Runtime(Settings(config_paths=(tmp,), listen=("127.0.0.1", 0), access_log="off"))
+        runtime = Runtime(Settings(config_paths=(tmp,), listen=("127.0.0.1", 0), access_log=args.access_log))
         await runtime.start()
     ctx = runtime.context
     assert ctx is not None
@@ -147,4 +148,7 @@ if __name__ == "__main__":
     parser.add_argument("--requests", type=int, default=5000, help="requests per batch (default 5000)")
     parser.add_argument("--profile", action="store_true", help="run under cProfile and print its top functions")
     parser.add_argument("--top", type=int, default=15, help="functions shown with --profile (default 15)")
+    parser.add_argument("--access-log", default="off", metavar="PATH|off",
+                        help="where the access log goes (default off, as in run.py; /dev/null measures "
+                             "its formatting; the writer thread never runs here, the loop does not turn)")
     uvloop.run(main(parser.parse_args()))
