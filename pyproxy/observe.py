@@ -24,8 +24,12 @@ import select
 import sys
 import threading
 import time
+from collections.abc import Callable
+from typing import Generic, TypeVar
 
 log = logging.getLogger("pyproxy")
+
+T = TypeVar("T")
 
 # Built once: json.dumps with a non-default argument builds a new encoder on every call.
 _encode = json.JSONEncoder(separators=(",", ":")).encode
@@ -71,25 +75,47 @@ def describe(entry: dict) -> str:
     return line + f" details={entry['response_code_details'] or '-'}"
 
 
-_second = -1
-_prefix = ""
+class PerSecond(Generic[T]):
+    """A value that depends only on the whole second (the Date header, the date and time of an
+    access-log line), made by ``make`` at most once per second: formatting a time costs far
+    more than the requests of one second should pay each."""
+
+    __slots__ = ("_make", "_second", "_value")
+
+    def __init__(self, make: Callable[[int], T]) -> None:
+        self._make = make
+        self._second = -1
+        self._value: T | None = None
+
+    def at(self, second: int) -> T:
+        if second != self._second or self._value is None:
+            self._value = self._make(second)
+            self._second = second
+        return self._value
+
+    def get(self) -> T:
+        """The value for the current second."""
+        return self.at(int(time.time()))
+
+
+def _rfc3339_second(second: int) -> str:
+    return datetime.datetime.fromtimestamp(second, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.")
+
+
+_START_SECOND = PerSecond(_rfc3339_second)
 
 
 def format_time(epoch: float) -> str:
     """RFC 3339 with milliseconds in UTC, as Envoy's %START_TIME%. The date and time up to the
-    second are formatted once per second (datetime and strftime cost 12 us, once per access-log
+    second come from ``PerSecond`` (datetime and strftime cost 12 us, once per access-log
     line); the fraction is rounded to microseconds first, as ``datetime.fromtimestamp`` does."""
-    global _second, _prefix
     fraction, whole = math.modf(epoch)
     micros = round(fraction * 1_000_000)
     second = int(whole)
     if micros >= 1_000_000:
         second += 1
         micros -= 1_000_000
-    if second != _second:
-        _prefix = datetime.datetime.fromtimestamp(second, datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.")
-        _second = second
-    return f"{_prefix}{micros // 1000:03d}Z"
+    return f"{_START_SECOND.at(second)}{micros // 1000:03d}Z"
 
 
 class _Writer:

@@ -7,6 +7,7 @@ import re
 import time
 
 from ..errors import BadRequest
+from ..observe import PerSecond
 
 # Never forwarded in either direction: hop-by-hop, and framing that we redo ourselves.
 HOP_BY_HOP = frozenset(
@@ -148,24 +149,7 @@ def imf_fixdate(seconds: float) -> bytes:
         _WEEKDAYS[t.tm_wday], t.tm_mday, _MONTHS[t.tm_mon - 1], t.tm_year, t.tm_hour, t.tm_min, t.tm_sec)
 
 
-class DateCache:
-    """The ``date`` header value, formatted at most once per second."""
-
-    __slots__ = ("_second", "_value")
-
-    def __init__(self) -> None:
-        self._second = -1
-        self._value = b""
-
-    def get(self) -> bytes:
-        now = int(time.time())
-        if now != self._second:
-            self._second = now
-            self._value = imf_fixdate(now)
-        return self._value
-
-
-DATE = DateCache()
+DATE = PerSecond(imf_fixdate)  # the ``date`` header value
 
 
 def local_reply(status: int, body: bytes = b"", *, close: bool = False,

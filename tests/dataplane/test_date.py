@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 from email.utils import formatdate
 
-from pyproxy.dataplane.http import DateCache, imf_fixdate
+from pyproxy.dataplane.http import imf_fixdate
+from pyproxy.observe import PerSecond
 
 DAY = 86400
 # every weekday, month and day of month over eight years (two leap days), each at another
@@ -24,6 +25,6 @@ def test_imf_fixdate_of_rfc_9110s_example():
 
 def test_date_cache_gives_the_current_second():
     before = int(time.time())
-    value = DateCache().get()
+    value = PerSecond(imf_fixdate).get()
     after = int(time.time())
     assert value in {imf_fixdate(second) for second in range(before, after + 1)}
