@@ -191,29 +191,8 @@ def response_head(ex: Exchange, status: int, reason: bytes, headers: Headers, cl
     else chunked for HTTP/1.1 — keeping any other transfer codings it applied (``gzip,
     chunked``: the body we relay is the gzip stream, re-chunked); else close-delimited for
     HTTP/1.0 (which cannot take transfer codings at all: 502)."""
-    content_length = None
-    codings: list[bytes] = []
-    out: Headers = []
-    connection = False
-    hop_by_hop = http.HOP_BY_HOP
-    # one pass finds the framing and drops the hop-by-hop headers (end_to_end's work, which
-    # this inlines: a second loop and the Connection token set cost 2 us a response)
-    for h in headers:
-        name = h[0]
-        if name in hop_by_hop:
-            if name == b"content-length":
-                content_length = h[1]
-            elif name == b"transfer-encoding":
-                codings.extend(c.strip().lower() for c in h[1].split(b","))
-            elif name == b"connection":
-                connection = True
-            continue
-        out.append(h)
-    if connection:
-        tokens = http.connection_tokens(headers)
-        if tokens:
-            out = [h for h in out if h[0] not in tokens]
-    out = _filtered(ex, out)
+    fields, content_length, codings = _split(headers)
+    out = _filtered(ex, fields)
     head = ex.head
     if status == 101:
         # the switch: no framing, the upgrade answered on this hop (the tunnel follows)
@@ -274,8 +253,35 @@ def end_to_end(ex: Exchange, headers: Headers) -> Headers:
     """The upstream's response headers the client gets, before any framing of ours: the
     hop-by-hop and framing ones dropped (and any named in ``Connection``), then the response
     filters and the CORS headers applied."""
-    tokens = http.connection_tokens(headers)
-    return _filtered(ex, [h for h in headers if h[0] not in http.HOP_BY_HOP and h[0] not in tokens])
+    return _filtered(ex, _split(headers)[0])
+
+
+def _split(headers: Headers) -> tuple[Headers, bytes | None, list[bytes]]:
+    """In one pass: the end-to-end fields of a response (hop-by-hop and framing ones dropped,
+    and any named in ``Connection``), its Content-Length and its transfer codings, lowercased.
+    (One loop, and a Connection token set only for an unusual Connection value: 2 us less a
+    response than a filter and a framing scan apart.)"""
+    content_length = None
+    codings: list[bytes] = []
+    fields: Headers = []
+    connection = False
+    hop_by_hop = http.HOP_BY_HOP
+    for h in headers:
+        name = h[0]
+        if name in hop_by_hop:
+            if name == b"content-length":
+                content_length = h[1]
+            elif name == b"transfer-encoding":
+                codings.extend(c.strip().lower() for c in h[1].split(b","))
+            elif name == b"connection":
+                connection = True
+            continue
+        fields.append(h)
+    if connection:
+        tokens = http.connection_tokens(headers)
+        if tokens:
+            fields = [h for h in fields if h[0] not in tokens]
+    return fields, content_length, codings
 
 
 def trailer_fields(trailers: Headers) -> Headers:
