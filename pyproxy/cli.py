@@ -176,7 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def run_check(paths: Sequence[str]) -> int:
-    from .runtime import check
+    from .loading import check
 
     try:
         result = check(paths)

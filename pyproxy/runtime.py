@@ -1,7 +1,9 @@
 """Where the rooms meet: load → translate → compile → serve.
 
 The runtime owns the shared parts (DNS cache, upstream pool, access log, listening sockets)
-and the current compiled snapshot. Everything below it knows only its own room.
+and the current compiled snapshot. Everything below it knows only its own room. Loading and
+translating run in the loader process (loader.py): this module imports neither config/ nor
+translate/.
 """
 from __future__ import annotations
 
@@ -11,8 +13,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from . import config as config_room
-from . import translate as translate_room
+from . import loader
 from .dataplane.compile import Snapshot, compile_config
 from .dataplane.context import Context
 from .dataplane.dns import Resolver
@@ -26,7 +27,7 @@ from .listeners import Listeners
 from .observe import AccessLog
 from .startup import ListenError, group_purpose
 from .stats import Stats
-from .translate.status import ObjectStatus, Result
+from .status import Result
 
 log = logging.getLogger("pyproxy")
 
@@ -42,35 +43,6 @@ class Settings:
     access_log_format: str = "json"
     limits: Limits = DEFAULT_LIMITS
     reuse_port: bool = False  # SO_REUSEPORT: worker processes share each listener
-
-
-@dataclass(frozen=True)
-class Loaded:
-    files: tuple[str, ...]  # every file a document was read from, in order
-    result: Result
-    resources: tuple[object, ...] = ()  # what was translated (``explain`` reads routes' rules and ages)
-
-
-def load(settings: Settings) -> Loaded:
-    """Read and translate the configuration; raises ConfigError on shape errors."""
-    loaded = _read(settings)
-    files = dict.fromkeys(doc.location.file for doc in (*loaded.resources, *loaded.skipped))
-    return Loaded(tuple(files), _translate(loaded, settings), loaded.resources)
-
-
-def _read(settings: Settings) -> config_room.Loaded:
-    loaded = config_room.load(settings.config_paths)
-    for skipped in loaded.skipped:
-        log.info("skipping %s", skipped)
-    for warning in loaded.warnings:
-        log.warning("%s", warning)
-    return loaded
-
-
-def _translate(loaded: config_room.Loaded, settings: Settings) -> Result:
-    options = translate_room.Options(implicit_address=settings.listen[0], implicit_port=settings.listen[1],
-                                     bind_address=settings.bind_address)
-    return translate_room.translate(loaded.resources, options)
 
 
 def report_conditions(result: Result) -> None:
@@ -122,13 +94,13 @@ class Runtime:
         """Load, compile and bind every listener. Raises ConfigError or ListenError. A reload
         asked for meanwhile (the watcher starts first) runs once this is done."""
         async with self._reloading:
-            loaded = load(self.settings)
+            loaded = await self._load()
             report_conditions(loaded.result)
             await self._apply(loaded)
 
     async def serve(self, result: Result) -> None:
         """Compile an already translated config and bind its listeners."""
-        await self._apply(Loaded(self.files, result))
+        await self._apply(loader.Loaded(self.files, result))
 
     async def reload(self) -> bool:
         """Load the configuration again and serve it. In-flight requests finish on the
@@ -141,7 +113,7 @@ class Runtime:
             if self.draining or self.generation == 0:
                 return False  # stopping, or the first load failed (the process is exiting)
             try:
-                loaded = await asyncio.get_running_loop().run_in_executor(None, load, self.settings)
+                loaded = await self._load()
             except ConfigError as exc:
                 return self._reload_failed(exc.messages)
             if self.result is not None and loaded.result == self.result and loaded.files == self.files:
@@ -157,6 +129,10 @@ class Runtime:
             log.info("reloaded: generation %d serving", self.generation)
             return True
 
+    async def _load(self) -> loader.Loaded:
+        settings = self.settings
+        return await loader.load(settings.config_paths, settings.listen, settings.bind_address)
+
     def _reload_failed(self, messages: Sequence[str]) -> bool:
         for message in messages:
             log.error("%s", message)
@@ -165,7 +141,7 @@ class Runtime:
         self.last_reload_error = "\n".join(messages)
         return False
 
-    async def _apply(self, loaded: Loaded) -> None:
+    async def _apply(self, loaded: loader.Loaded) -> None:
         result = loaded.result
         snapshot = await compile_config(result.config, self.stats, self.settings.limits)
 
@@ -223,27 +199,4 @@ class Runtime:
         self.access_log.close()
 
 
-@dataclass(frozen=True)
-class Checked:
-    """What ``pyproxy check`` found: the translation, and whether loading met a likely mistake."""
-
-    result: Result
-    mistaken: bool
-
-    @property
-    def statuses(self) -> tuple[ObjectStatus, ...]:
-        return self.result.statuses
-
-    @property
-    def ok(self) -> bool:
-        return self.result.ok and not self.mistaken
-
-
-def check(paths: Sequence[str]) -> Checked:
-    """``pyproxy check``: load and translate only; warnings are logged as ``serve`` logs them."""
-    settings = Settings(config_paths=tuple(paths))
-    loaded = _read(settings)
-    return Checked(_translate(loaded, settings), any(warning.mistake for warning in loaded.warnings))
-
-
-__all__ = ["ConfigError", "Runtime", "Settings", "check", "load"]
+__all__ = ["ConfigError", "Runtime", "Settings"]

@@ -287,7 +287,7 @@ def _exit_status(code: int) -> str:
 
 def run(args: argparse.Namespace, argv: Sequence[str]) -> int:
     """``pyproxy serve --workers N`` (N > 1)."""
-    from .runtime import check
+    from .loading import check
 
     try:
         check(args.config)  # a config that does not load fails here, before any worker starts

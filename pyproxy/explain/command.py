@@ -9,7 +9,9 @@ import sys
 from ..dataplane.compile import compile_config
 from ..dataplane.dns import DnsError, Resolver
 from ..errors import ConfigError
-from ..runtime import Loaded, Settings, load
+from ..loader import Loaded
+from ..loading import load
+from ..runtime import Settings
 from ..stats import Stats
 from .answer import explain
 from .options import question_of
@@ -31,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
                         nameservers=tuple(args.resolver) if args.resolver else None)
     try:
         question = question_of(args)
-        loaded = load(settings)
+        loaded = load_settings(settings)
         answer = asyncio.run(answer_for(loaded, settings, question))
     except ConfigError as exc:
         print("\n".join(exc.messages), file=sys.stderr)
@@ -41,6 +43,10 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     print(to_json(answer) if args.json else to_text(answer))
     return exit_code(answer)
+
+
+def load_settings(settings: Settings) -> Loaded:
+    return load(settings.config_paths, settings.listen, settings.bind_address)
 
 
 async def answer_for(loaded: Loaded, settings: Settings, question: Question) -> dict:
@@ -55,7 +61,7 @@ async def answer_for(loaded: Loaded, settings: Settings, question: Question) -> 
 async def explain_config(settings: Settings, question: Question) -> dict:
     """Load, translate, compile and explain, as the command does (raises ConfigError,
     UsageError)."""
-    return await answer_for(load(settings), settings, question)
+    return await answer_for(load_settings(settings), settings, question)
 
 
 async def resolve_endpoints(answer: dict, settings: Settings) -> None:

@@ -19,6 +19,35 @@ def free_port(host: str = "127.0.0.1") -> int:
         return s.getsockname()[1]
 
 
+def child_of(parent: int, timeout: float = 20) -> int:
+    """The pid of a child process of ``parent`` (the loader process), once one runs."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        children = []
+        for task in os.listdir(f"/proc/{parent}/task"):
+            try:
+                with open(f"/proc/{parent}/task/{task}/children") as f:
+                    children += f.read().split()
+            except OSError:
+                continue  # the thread ended meanwhile
+        if children:
+            return int(children[0])
+        time.sleep(0.02)
+    raise AssertionError(f"no child process under pid {parent}")
+
+
+# The real CLI's main, then the names of every module the process imported, written to
+# argv[1]: ``CliProcess(path, *args, program=("-c", SERVE_THEN_LIST_MODULES))``.
+SERVE_THEN_LIST_MODULES = """\
+import sys
+from pyproxy.cli import main
+code = main(sys.argv[2:])
+with open(sys.argv[1], "w") as f:
+    f.write("\\n".join(sorted(sys.modules)))
+raise SystemExit(code)
+"""
+
+
 def run_cli(*args: str, env: dict | None = None, timeout: float = 60,
             cwd: str | os.PathLike[str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "pyproxy", *args], capture_output=True, text=True,
@@ -71,10 +100,11 @@ def start_proxy(*args: str, env: dict | None = None) -> ProxyProcess:
 
 class CliProcess:
     """The CLI in a subprocess whose stderr lines are collected on a thread, so a test can wait
-    for a line (readiness without the admin port) with a deadline."""
+    for a line (readiness without the admin port) with a deadline. ``program``: what the
+    interpreter runs before ``args``."""
 
-    def __init__(self, *args: str, env: dict | None = None) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "pyproxy", *args], stdout=subprocess.DEVNULL,
+    def __init__(self, *args: str, env: dict | None = None, program: tuple[str, ...] = ("-m", "pyproxy")) -> None:
+        self.proc = subprocess.Popen([sys.executable, *program, *args], stdout=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
         self.lines: list[str] = []
         self._closed = False

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from pyproxy.dataplane.compile import compile_config
-from pyproxy.runtime import ConfigError, check
+from pyproxy.errors import ConfigError
+from pyproxy.loading import check
 from pyproxy.stats import Stats
 from tests.helpers.proc import run_cli
 

@@ -20,7 +20,7 @@ from hyperframe.frame import DataFrame, GoAwayFrame, HeadersFrame
 from tests.helpers.h2client import H2Client, parse_frames
 from tests.helpers.http import Client
 from tests.helpers.named import HOST, Named, ready, route_config
-from tests.helpers.proc import CliProcess, free_port
+from tests.helpers.proc import CliProcess, child_of, free_port
 
 
 @pytest.fixture
@@ -29,6 +29,13 @@ async def targets():
     yield a, b
     await a.stop()
     await b.stop()
+
+
+async def sighup_moves_to(proxy: CliProcess, conn: Client, body: bytes) -> None:
+    """SIGHUP, the reload's log line, then the next request answered by the new target."""
+    proxy.proc.send_signal(signal.SIGHUP)
+    await asyncio.to_thread(proxy.wait_for, "reloaded: generation 2")
+    assert (await conn.request("GET", "/", host=HOST)).body == body
 
 
 def server_info(admin_port: int) -> dict:
@@ -194,9 +201,7 @@ async def test_sighup_reloads_with_no_watch(targets, tmp_path):
         config.write_text(route_config(b.port))
         conn = await Client.connect(port)
         assert (await conn.request("GET", "/", host=HOST)).body == b"a"  # not watched: nothing moved
-        proxy.proc.send_signal(signal.SIGHUP)
-        await asyncio.to_thread(proxy.wait_for, "reloaded: generation 2")
-        assert (await conn.request("GET", "/", host=HOST)).body == b"b"
+        await sighup_moves_to(proxy, conn, b"b")
         await conn.close()
     finally:
         code, lines = proxy.stop()
@@ -342,3 +347,35 @@ async def test_an_http2_connection_on_a_removed_listener_gets_goaway_after_its_s
     assert [(f.error_code, f.last_stream_id) for f in goaway] == [(0, sid)]
     assert [h[0] for h in headers] == [(":status", "200")]
     assert body == b"a"
+
+
+async def test_a_loader_killed_on_reload_keeps_the_old_configuration_serving(targets, tmp_path):
+    a, b = targets
+    (tmp_path / "routes.yaml").write_text(route_config(a.port))
+    port, admin = free_port(), free_port()
+    proxy = CliProcess("--config", str(tmp_path), "--listen", str(port), "--admin", f"127.0.0.1:{admin}",
+                       "--access-log", "off", "--no-watch")
+    try:
+        await asyncio.to_thread(proxy.wait_for, "ready:")
+        conn = await Client.connect(port)
+        (tmp_path / "routes.yaml").write_text(route_config(b.port))
+        os.mkfifo(tmp_path / "stall.yaml")  # the loader blocks opening it: still running when killed
+        proxy.proc.send_signal(signal.SIGHUP)
+        child = await asyncio.to_thread(child_of, proxy.proc.pid)
+        os.kill(child, signal.SIGKILL)
+        failed = await asyncio.to_thread(proxy.wait_for, "reload failed")
+        assert "generation 1 keeps serving" in failed
+        error = f"cannot load the configuration: the loader process (pid {child}) was killed by SIGKILL"
+        assert (await asyncio.to_thread(proxy.wait_for, "cannot load")).endswith(error)
+        assert (await conn.request("GET", "/", host=HOST)).body == b"a"
+        info = await asyncio.to_thread(server_info, admin)
+        assert (info["generation"], info["reloads"], info["last_reload_error"]) == (
+            1, {"success": 0, "failure": 1}, error)
+
+        (tmp_path / "stall.yaml").unlink()
+        await sighup_moves_to(proxy, conn, b"b")
+        await conn.close()
+    finally:
+        code, lines = proxy.stop()
+    assert code == 0, "\n".join(lines)
+    assert not any("Traceback" in line for line in lines)
