@@ -118,6 +118,7 @@ class Runtime:
                 return self._reload_failed(exc.messages)
             if self.result is not None and loaded.result == self.result and loaded.files == self.files:
                 log.debug("reload: configuration unchanged (generation %d)", self.generation)
+                self.last_reload_error = None  # what serves is what the files say again
                 return True
             report_conditions(loaded.result)
             try:

@@ -130,7 +130,7 @@ async def test_rewrites_under_load_lose_no_request_and_move_traffic_within_2s(ta
     assert sum("reloaded: generation" in line for line in lines) >= 4
 
 
-async def test_an_invalid_write_changes_nothing_and_a_fix_reloads(targets, tmp_path):
+async def test_an_invalid_write_changes_nothing_and_a_fix_or_the_old_config_clears_the_error(targets, tmp_path):
     a, b = targets
     config = tmp_path / "routes.yaml"
     config.write_text(route_config(a.port))
@@ -153,6 +153,13 @@ async def test_an_invalid_write_changes_nothing_and_a_fix_reloads(targets, tmp_p
         info = await asyncio.to_thread(server_info, admin)
         assert (info["generation"], info["reloads"]) == (1, {"success": 0, "failure": 1})
         assert "specc: unknown field" in info["last_reload_error"]
+
+        atomic_write(config, route_config(a.port))  # what serves, again: the reload changes nothing
+        deadline = time.monotonic() + 20
+        while (info := await asyncio.to_thread(server_info, admin))["last_reload_error"] is not None:
+            assert time.monotonic() < deadline, info
+            await asyncio.sleep(0.05)
+        assert (info["generation"], info["reloads"]) == (1, {"success": 0, "failure": 1})
 
         atomic_write(config, route_config(b.port))
         await asyncio.to_thread(proxy.wait_for, "reloaded: generation 2")
