@@ -26,6 +26,7 @@ from urllib.parse import parse_qsl, unquote_to_bytes
 import httptools
 
 from .dataplane.http import DATE, REASONS
+from .startup import bind_host
 
 log = logging.getLogger("pyproxy")
 
@@ -308,6 +309,7 @@ class AdminServer:
 async def start(handler: Handler, host: str, port: int, limits: Limits = DEFAULT) -> AdminServer:
     loop = asyncio.get_running_loop()
     connections: set[AdminProtocol] = set()
-    server = await loop.create_server(lambda: AdminProtocol(handler, limits, loop, connections), host, port,
+    server = await loop.create_server(lambda: AdminProtocol(handler, limits, loop, connections),
+                                      bind_host(host), port,  # type: ignore[arg-type]  # bytes: see bind_host
                                       reuse_address=True)
     return AdminServer(server, connections)

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from .dataplane import tls
 from .dataplane.compile import PortGroup, Snapshot
-from .startup import listen_error
+from .startup import bind_host, listen_error
 
 Key = tuple[str, int]
 ProtocolFactory = Callable[[Key, str], asyncio.Protocol]
@@ -103,7 +103,8 @@ class Listeners:
             front = tls.switching_context(current, options)
         loop = asyncio.get_running_loop()
         try:
-            server = await loop.create_server(lambda: self._factory(key, scheme), host=group.address,
+            server = await loop.create_server(lambda: self._factory(key, scheme),
+                                              host=bind_host(group.address),  # type: ignore[arg-type]  # bytes: see bind_host
                                               port=group.port, ssl=front, reuse_address=True,
                                               reuse_port=self._reuse_port or None, backlog=1024)
         except OSError as exc:

@@ -31,7 +31,6 @@ couple of attribute reads and random numbers, and allocates nothing.
 from __future__ import annotations
 
 import bisect
-import hashlib
 import itertools
 import random
 import time
@@ -50,7 +49,11 @@ SLOW_START_MIN_WEIGHT = 0.1  # Envoy's min_weight_percent, 10 %
 def hash64(data: bytes) -> int:
     """A 64-bit hash that is the same in every process (``hash()`` is salted per process,
     and workers must agree on where a key goes)."""
-    return int.from_bytes(hashlib.blake2b(data, digest_size=8).digest(), "big")
+    # imported here, by the first hashing balancer: hashlib's OpenSSL digest table is 0.6 MiB
+    # of every serving process's RSS otherwise
+    from hashlib import blake2b
+
+    return int.from_bytes(blake2b(data, digest_size=8).digest(), "big")
 
 
 class Client(Protocol):

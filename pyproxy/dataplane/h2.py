@@ -68,7 +68,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("pyproxy.h2")
 
-PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 MAX_CONCURRENT_STREAMS = 100
 RESET_BUDGET = 100
 MAX_FRAME = 16384

@@ -20,6 +20,7 @@ HOP_BY_HOP = frozenset(
 # settings: ``encode.upstream_request`` decides.)
 REQUEST_OWNED = HOP_BY_HOP | {b"host", b"expect", b"x-envoy-internal"}
 
+H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"  # what an HTTP/2 connection opens with (RFC 9113 3.4)
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 
 _HOST_RE = re.compile(

@@ -33,13 +33,18 @@ import asyncio
 import logging
 import ssl
 from collections import deque
+from collections.abc import Callable
+from functools import partial
+from typing import TYPE_CHECKING, TypeAlias
 
 from ..errors import UpstreamConnectError, UpstreamOverflow, UpstreamReset
 from . import tls
 from .compile import CompiledDestination
 from .limits import Limits
 from .upstream import PoolKey, Upstream, UpstreamConnection
-from .upstream_h2 import H2Stream, H2UpstreamConnection
+
+if TYPE_CHECKING:
+    from .upstream_h2 import H2Stream, H2UpstreamConnection
 
 log = logging.getLogger("pyproxy.pool")
 
@@ -47,7 +52,7 @@ _CONNECT = object()
 """What a waiter is handed when a connection slot (not a connection) became free for it: the
 slot is already counted in ``connecting``, the waiter dials."""
 
-Connection = UpstreamConnection | H2UpstreamConnection
+Connection: TypeAlias = "UpstreamConnection | H2UpstreamConnection"
 
 
 _new_tuple = tuple.__new__
@@ -298,10 +303,10 @@ class Pool:
     def _closed(self, conn: Connection) -> None:
         """``conn.on_close``: a counted connection closed (by anyone) or was lost."""
         slots = self._slots[conn.key]
-        if isinstance(conn, H2UpstreamConnection):
-            slots.shared.pop(conn, None)
-        else:
+        if isinstance(conn, UpstreamConnection):
             slots.idle.pop(conn, None)
+        else:
+            slots.shared.pop(conn, None)
         slots.open -= 1
         host = conn.host
         host.cx_active -= 1
@@ -385,7 +390,7 @@ class Pool:
             # lost between the handshake and this task running: it was never usable
             self._closed(conn)
             raise UpstreamReset("connection closed by upstream")
-        if isinstance(conn, H2UpstreamConnection):
+        if not isinstance(conn, UpstreamConnection):  # HTTP/2
             slots.shared[conn] = None
             conn.on_capacity = self._room
             stream = conn.reserve()
@@ -404,8 +409,13 @@ class Pool:
         server_hostname = key.sni if ctx else None
         limits = self.limits
 
-        def factory() -> Connection:
-            return H2UpstreamConnection(key, limits) if key.http2 else UpstreamConnection(key, limits)
+        factory: Callable[[], Connection] = partial(UpstreamConnection, key, limits)
+        if key.http2:
+            # imported with the first HTTP/2 upstream connection (as for the first HTTP/2
+            # client, server.py): the h2 library is 1.6 MiB of RSS a process may never need
+            from .upstream_h2 import H2UpstreamConnection
+
+            factory = partial(H2UpstreamConnection, key, limits)
 
         try:
             if key.unix:
@@ -423,7 +433,7 @@ class Pool:
             if reason is not None:
                 transport.abort()
                 raise UpstreamConnectError("connection failure", tls.transport_failure_reason(None, reason))
-        if isinstance(conn, H2UpstreamConnection) and not conn.negotiated:
+        if not isinstance(conn, UpstreamConnection) and not conn.negotiated:
             # the server did not select h2: the transport goes to an HTTP/1.1 connection
             single = UpstreamConnection(key, limits)
             transport.set_protocol(single)

@@ -26,8 +26,6 @@ import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import certifi
-
 from pyproxy import ir, pem
 
 ALPN = ["http/1.1"]  # to backends that speak HTTP/1.1
@@ -113,6 +111,8 @@ def client_context(tls: ir.UpstreamTLS, http2: bool = False) -> ssl.SSLContext:
 
 def _load_system_trust(ctx: ssl.SSLContext) -> None:
     if system_trust_is_empty():
+        import certifi  # only for this fallback: its importlib.resources and pathlib are 0.3 MiB of RSS
+
         ctx.load_verify_locations(cafile=certifi.where())
     else:
         ctx.set_default_verify_paths()
