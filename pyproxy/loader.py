@@ -38,7 +38,6 @@ from .errors import ConfigError
 from .status import Result
 
 TIMEOUT = 60.0  # seconds a load may take before the child is killed
-MAX_FD = 1 << 20  # closerange's bound in the child (close_range(2): one system call)
 REAP_WAIT = 5.0  # seconds to wait for a child that closed its pipe (or was killed) to exit
 
 
@@ -167,12 +166,12 @@ def _child(write_fd: int, paths: tuple[str, ...], listen: tuple[str, int], bind_
         # The parent's objects are not the child's to collect: a finalizer of the parent's
         # pending garbage could act on what both share (the loop's epoll instance).
         gc.freeze()
-        # Nor are its file descriptors the child's to hold: a listening socket kept open by a
-        # child stuck reading would keep its port bound after the parent closed it.
-        os.closerange(3, write_fd)
-        os.closerange(write_fd + 1, MAX_FD)
         _leave_parent_signals()
-        signal.alarm(math.ceil(timeout) + 5)  # ends an orphan too (the parent killed meanwhile)
+        # The child holds copies of the parent's sockets while it runs (closing them could
+        # break what other libraries' fork handlers restart in the child); it never accepts
+        # on them. The parent kills it at the timeout or when the load is cancelled (at
+        # shutdown); this alarm ends it too if the parent was killed meanwhile.
+        signal.alarm(math.ceil(timeout) + 5)
         handler = _Records()
         root = logging.getLogger()
         root.handlers[:] = [handler]
