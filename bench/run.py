@@ -69,6 +69,7 @@ H2_STREAMS = 10
 TARGETS = ("pyproxy", "nginx", "pyproxy-w2")  # pyproxy-w2: --workers 2
 TARGETS_SMALL_RPS = 0.75  # issue 11's targets, reported (never asserted)
 TARGETS_LARGE_MIBS = 0.95
+TARGET_IDLE_RSS_MIB = 30.0
 
 
 class BenchError(Exception):
@@ -457,6 +458,15 @@ class Target:
     rss_pids: list[int] = field(default_factory=list)
     failed: str | None = None  # why it cannot be (further) measured
     h2_port: int = 0  # where it takes HTTP/2 with prior knowledge (0: on ``port``)
+    idle_rss_mib: float | None = None  # after start and one small request
+
+
+def idle_rss(target: Target) -> float:
+    """RSS (MiB, summed over the target's processes) after one small request and half a second
+    of quiet: issue 11's "idle" measurement, taken before anything else reaches the target."""
+    http_get(PROXY_ADDR, target.port, WORKLOADS["small"][0], ROUTE_HOST, timeout=10.0)
+    time.sleep(0.5)
+    return sum(rss_kib(pid) for pid in target.rss_pids) / 1024
 
 
 def fill(template: Path, dest: Path, **values: str) -> None:
@@ -736,6 +746,16 @@ def render(report: dict) -> str:
         if target_note:
             lines.append(f"{'':<9} {'issue target':<19} {target_note}")
         lines.append("")
+    idle = report.get("idle_rss_mib", {})
+    if idle:
+        cells = [f"{idle[t]:.1f}" if idle.get(t) is not None else "-" for t in TARGETS]
+        lines.append(f"{'idle':<9} {'RSS MiB':<19} {cells[0]:>12} {cells[1]:>12} {cells[2]:>12}")
+        mine = idle.get("pyproxy")
+        if mine is not None:
+            met = "met" if mine <= TARGET_IDLE_RSS_MIB else "NOT met"
+            lines.append(f"{'':<9} {'issue target':<19} <= {TARGET_IDLE_RSS_MIB:g} MiB after start and one request: "
+                         f"{mine:.1f} ({met})")
+        lines.append("")
     for target, why in report.get("failures", {}).items():
         lines.append(f"{target}: NOT MEASURED: {why.splitlines()[0]}")
     return "\n".join(lines).rstrip() + "\n"
@@ -843,11 +863,12 @@ def main(argv: list[str] | None = None) -> int:
         "upstream": f"nginx, 1 worker, https://{UPSTREAM_ADDR} (SNI {UPSTREAM_NAME})",
         "mib_per_s": "bytes read by wrk (headers included) per second, 2^20 bytes per MiB",
     }
+    targets: dict[str, Target] = {}
     try:
         upstream_port, ca_pem, large_digest = start_upstream(nginx, procs, root)
-        targets: dict[str, Target] = {}
         if "nginx" in args.targets:
             targets["nginx"] = start_nginx_proxy(nginx, procs, root, upstream_port)
+            targets["nginx"].idle_rss_mib = idle_rss(targets["nginx"])
             validate(targets["nginx"], large_digest)
             say(f"nginx proxy on {PROXY_ADDR}:{targets['nginx'].port} (workers {targets['nginx'].rss_pids})")
         for name, workers in (("pyproxy", 1), ("pyproxy-w2", 2)):
@@ -855,6 +876,7 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             try:
                 targets[name] = start_pyproxy(procs, root, upstream_port, ca_pem, args, name, workers)
+                targets[name].idle_rss_mib = idle_rss(targets[name])
                 validate(targets[name], large_digest)
                 say(f"{name} on {PROXY_ADDR}:{targets[name].port} (pids {targets[name].rss_pids})")
             except BenchError as exc:
@@ -910,6 +932,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(root, ignore_errors=True)
 
     report = build_report(args, runs, failures, meta)
+    report["idle_rss_mib"] = {name: target.idle_rss_mib for name, target in targets.items()}
     table = render(report)
     if syscall_table:
         report["syscalls"] = syscall_table
