@@ -73,13 +73,25 @@ async def load(paths: Sequence[str], listen: tuple[str, int], bind_address: str,
     raise ``ConfigError`` with the messages ``check`` prints."""
     loop = asyncio.get_running_loop()
     read_fd, write_fd = os.pipe()
-    with warnings.catch_warnings():
-        # Python 3.12+ warns about forking a process with threads; why this fork is safe is
-        # in the module's docstring.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        pid = os.fork()
+    # Signals wait until the child has left the parent's handlers (a SIGTERM caught by the
+    # parent's handler in the child would reach the parent's loop through the wakeup fd).
+    mask = signal.pthread_sigmask(signal.SIG_BLOCK, signal.valid_signals())
+    pid = -1
+    try:
+        with warnings.catch_warnings():
+            # Python 3.12+ warns about forking a process with threads; why this fork is safe
+            # is in the module's docstring.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
+    except OSError as exc:
+        os.close(read_fd)
+        os.close(write_fd)
+        raise LoaderError(f"cannot start the loader process: {exc.strerror}") from exc
+    finally:
+        if pid != 0:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
     if pid == 0:  # the child: never returns
-        _child(write_fd, tuple(paths), listen, bind_address, timeout)
+        _child(write_fd, tuple(paths), listen, bind_address, timeout, mask)
     os.close(write_fd)
     os.set_blocking(read_fd, False)
     output = bytearray()
@@ -158,7 +170,7 @@ class _Records(logging.Handler):
 
 
 def _child(write_fd: int, paths: tuple[str, ...], listen: tuple[str, int], bind_address: str,
-           timeout: float) -> None:
+           timeout: float, mask: set[int | signal.Signals]) -> None:
     """The loader process: load, write the pickled ``Reply`` and exit without running the
     parent's cleanup (``os._exit``: no atexit handler, no flush of the parent's buffers)."""
     code = 1
@@ -167,6 +179,7 @@ def _child(write_fd: int, paths: tuple[str, ...], listen: tuple[str, int], bind_
         # pending garbage could act on what both share (the loop's epoll instance).
         gc.freeze()
         _leave_parent_signals()
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)
         # The child holds copies of the parent's sockets while it runs (closing them could
         # break what other libraries' fork handlers restart in the child); it never accepts
         # on them. The parent kills it at the timeout or when the load is cancelled (at
