@@ -98,7 +98,11 @@ async def _serve(settings, options: Options, before_start: BeforeStart | None,
             except OSError as exc:
                 raise listen_error(*admin_address, ADMIN, exc) from exc
             admin_address = admin_server.addresses[0][:2]
-        await runtime.start()
+        if not await _started(runtime, signals.terminated):
+            log.info("stopped before the configuration loaded")
+            if watcher is not None:
+                watcher.cancel()
+            return await _shutdown(runtime, admin_server, cleanup, 0)
     except (ConfigError, ListenError) as exc:
         print("\n".join(exc.messages) if isinstance(exc, ConfigError) else exc, file=sys.stderr)
         if watcher is not None:
@@ -123,6 +127,24 @@ async def _serve(settings, options: Options, before_start: BeforeStart | None,
     await signals.drain(options.drain_timeout)
     log.info("stopped")
     return await _shutdown(runtime, admin_server, cleanup, 0)
+
+
+async def _started(runtime, terminated: asyncio.Event) -> bool:
+    """``runtime.start()``, unless SIGTERM/SIGINT comes first: then the load is cancelled (its
+    loader process killed) and False returned. A config on a path that hangs (a stuck network
+    mount) cannot hold a stopping pyproxy for the loader's 60 s."""
+    start = asyncio.create_task(runtime.start(), name="pyproxy.start")
+    stop = asyncio.create_task(terminated.wait(), name="pyproxy.stop-before-start")
+    try:
+        await asyncio.wait({start, stop}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stop.cancel()
+    if not start.done():
+        start.cancel()
+        await asyncio.wait({start})
+        return False
+    start.result()  # its ConfigError or ListenError
+    return True
 
 
 class _Signals:

@@ -111,6 +111,17 @@ def test_a_loader_killed_at_start_makes_serve_exit_1_with_why(tmp_path, sig):
     assert lines == [f"cannot load the configuration: the loader process (pid {child}) was killed by {sig.name}"]
 
 
+def test_sigterm_while_the_configuration_loads_stops_serve_and_its_loader(tmp_path):
+    (tmp_path / "routes.yaml").write_text(route_config(1))
+    os.mkfifo(tmp_path / "stall.yaml")  # the loader blocks opening it: a hung mount, say
+    proxy = CliProcess("--config", str(tmp_path), "--listen", str(free_port()), "--admin", "off")
+    child = child_of(proxy.proc.pid)
+    code, lines = proxy.stop()
+    assert code == 0, "\n".join(lines)
+    assert any(line.endswith("stopped before the configuration loaded") for line in lines), lines
+    assert not os.path.exists(f"/proc/{child}")  # killed and reaped, not left holding the listen port
+
+
 async def test_a_loader_that_crashes_is_a_clear_error_with_its_traceback(tmp_path, monkeypatch, capfd):
     def broken(*args: object) -> None:
         raise RuntimeError("a bug in loading")
