@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from . import config as config_room
 from . import translate as translate_room
 from .loader import Loaded
-from .startup import DEFAULT_LISTEN
 from .status import ObjectStatus, Result
 
 log = logging.getLogger("pyproxy")
@@ -57,6 +56,7 @@ class Checked:
 
 
 def check(paths: Sequence[str]) -> Checked:
-    """``pyproxy check``: load and translate only; warnings are logged as ``serve`` logs them."""
+    """``pyproxy check``: load and translate only (with translate's default listener
+    addresses, serve's defaults); warnings are logged as ``serve`` logs them."""
     loaded = _read(paths)
-    return Checked(_translate(loaded, DEFAULT_LISTEN, "0.0.0.0"), any(warning.mistake for warning in loaded.warnings))
+    return Checked(translate_room.translate(loaded.resources), any(warning.mistake for warning in loaded.warnings))
